@@ -1,0 +1,5 @@
+import sys
+
+from pmgaft.cli import main
+
+sys.exit(main())
