@@ -62,7 +62,7 @@ def load_dataset(name: str, root: str | Path, split: str = "test", *, download: 
     except PmgaftError:
         raise
     except _READ_ERRORS as err:
-        raise spec.unreadable(root, where, err) from err
+        raise spec.unreadable(root, where, err, download) from err
     if len(ds) == 0:
         raise PmgaftError(f"dataset {name!r} ({split} split) under {where} has no images; expected {spec.layout}")
     ds.name, ds.split, ds.location = name, split, where

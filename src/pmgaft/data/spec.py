@@ -41,7 +41,7 @@ class DatasetSpec:
     layout: str = ""
     splits: tuple[str, ...] = ("train", "test")
     test_split: str = "the official test split"
-    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     download: bool = False
     source: str = ""
     native_size: int | None = None
@@ -95,8 +95,9 @@ class DatasetSpec:
         return PmgaftError(f"dataset {self.name!r} ({split} split) not found under {where}: missing {missing}; "
                            f"expected {self.layout} ({self.fix(root)})")
 
-    def unreadable(self, root: str | Path, where: Path, err: BaseException) -> PmgaftError:
-        return PmgaftError(f"dataset {self.name!r} could not be read from {where}: {type(err).__name__}: {err}; "
+    def unreadable(self, root: str | Path, where: Path, err: BaseException, download: bool = False) -> PmgaftError:
+        action = "downloaded to or read from" if download else "read from"
+        return PmgaftError(f"dataset {self.name!r} could not be {action} {where}: {type(err).__name__}: {err}; "
                            f"expected {self.layout} ({self.fix(root)})")
 
 

@@ -1,8 +1,9 @@
 """Class-stratified, deterministic subsets (``pmgaft eval --n-samples``).
 
-Allocation of ``n`` among the C classes present: when ``n >= C`` every class gets one image, and the remaining
-``n - C`` are shared in proportion to each class's remaining images (largest-remainder rounding, so the
-total is exactly ``n``); when ``n < C``, ``n`` classes drawn with the seed get one image each. Within a class
+Allocation of ``n`` among the C classes present: when ``n >= C`` each class gets the floor of its proportional
+share ``n * count / total`` but at least one image, then the total is brought to exactly ``n`` (trimming the
+classes most above their share, or adding by largest remainder); when ``n < C``, ``n`` classes drawn with the
+seed get one image each. Within a class
 the images are a seeded permutation's prefix. The result is sorted dataset positions: identical on every call,
 machine and process for the same (labels, n, seed).
 """
@@ -30,13 +31,13 @@ def _allocate(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
         take = np.zeros(c, dtype=np.int64)
         take[rng.permutation(c)[:n]] = 1
         return take
-    rest = counts - 1
-    quota = (n - c) * rest / rest.sum() if rest.sum() else np.zeros(c)
-    take = np.floor(quota).astype(np.int64)
-    left = n - c - int(take.sum())
-    order = np.lexsort((np.arange(c), -(quota - take)))  # largest remainder first, ties by class order
-    take[order[:left]] += 1
-    return take + 1
+    quota = n * counts / counts.sum()  # the exact proportional share
+    take = np.maximum(np.floor(quota), 1).astype(np.int64)
+    while take.sum() > n:  # the floor of 1 overshot: trim the class furthest above its share
+        take[np.argmax(np.where(take > 1, take - quota, -np.inf))] -= 1
+    while take.sum() < n:  # hand out the rest by largest remainder (ties: lowest label)
+        take[np.argmax(np.where(take < counts, quota - take, -np.inf))] += 1
+    return take
 
 
 def stratified_subset(dataset: Any, n: int, seed: int = 0) -> list[int]:
