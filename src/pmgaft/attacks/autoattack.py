@@ -1,0 +1,80 @@
+"""AutoAttack (Croce & Hein, ICML 2020, https://arxiv.org/abs/2003.01690) through the ``pyautoattack`` package.
+
+The reference attack: an ensemble of APGD-CE, APGD-T (targeted DLR), FAB-T and Square. Class-count rules:
+with 2 classes only APGD-CE runs (the DLR losses need >= 3 classes, targeted DLR >= 4); targeted attacks never
+ask for more than C-1 target classes. The attacks that ran are returned with the images, for the result file.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+
+from pmgaft.attacks.pgd import check_attack_args
+from pmgaft.errors import PmgaftError
+
+AA_VERSIONS = ("standard", "plus", "rand")
+
+
+class _Callable(torch.nn.Module):
+    """Hands AutoAttack a module whose eval()/train() touch nothing: we never flip the caller's mode."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        object.__setattr__(self, "fn", fn)  # not a registered submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x).float()
+
+
+def plan_autoattack(num_classes: int, version: str = "standard") -> tuple[list[str], int]:
+    """Which attacks can run for ``num_classes`` and how many target classes the targeted ones get."""
+    if version not in AA_VERSIONS:
+        raise PmgaftError(f"unknown AutoAttack version {version!r}; use one of {AA_VERSIONS}.")
+    if num_classes < 2:
+        raise PmgaftError(f"AutoAttack needs at least 2 classes, got {num_classes}.")
+    n_target = min(9, num_classes - 1)
+    if version == "standard":
+        attacks = ["apgd-ce", "apgd-t", "fab-t", "square"]
+    elif version == "plus":
+        attacks = ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    else:
+        attacks = ["apgd-ce", "apgd-dlr"]
+    if num_classes < 4:  # targeted DLR uses the 3rd and 4th largest logits
+        attacks = [a for a in attacks if a != "apgd-t"]
+    if num_classes < 3:  # 2 classes: DLR needs a 3rd logit; APGD-CE alone, as in the paper's PCAM rows
+        attacks = ["apgd-ce"]
+    return attacks, n_target
+
+
+def autoattack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,
+               version: str = "standard", norm: str = "Linf", seed: int = 0, batch_size: int = 250,
+               num_classes: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Run AutoAttack; returns ``(x_adv, info)`` with ``info["attacks"]`` the attacks that ran.
+
+    ``num_classes`` defaults to the model's output width on the first sample.
+    """
+    check_attack_args(x, eps=eps)
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        raise PmgaftError("AutoAttack needs the pyautoattack package: pip install --no-deps pyautoattack") from None
+    x = x.detach().float()
+    wrapped = _Callable(model)
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(wrapped(x[:1]).shape[1])
+    attacks, n_target = plan_autoattack(num_classes, version)
+    aa = AutoAttack(wrapped, version=version, norm=norm, eps=eps, seed=seed, device=x.device)
+    aa.attacks_to_run = attacks  # the version's settings, minus what the class count rules out
+    aa.apgd_targeted.n_target_classes = n_target
+    aa.fab.n_target_classes = n_target
+    aa_logger = logging.getLogger("auto-attack")
+    level = aa_logger.level
+    aa_logger.setLevel(logging.WARNING)
+    try:
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        aa_logger.setLevel(level)
+    return x_adv.detach(), {"attacks": attacks, "n_target_classes": n_target, "version": version, "norm": norm}
