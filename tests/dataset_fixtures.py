@@ -197,9 +197,8 @@ def imagenet(root: Path) -> Fixture:
     synonyms = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish", "Carassius auratus"),
                 "n01484850": ("great white shark", "white shark")}
     files = {"val": [("n01484850", "ILSVRC2012_val_00000001"), ("n01440764", "ILSVRC2012_val_00000002"),
-                     ("n01443537", "ILSVRC2012_val_00000003"), ("n01440764", "ILSVRC2012_val_00000004")], "train": [("n01443537", "n01443537_1"),
-                                                                         ("n01484850", "n01484850_2"),
-                                                                         ("n01440764", "n01440764_3")]}
+                     ("n01443537", "ILSVRC2012_val_00000003"), ("n01440764", "ILSVRC2012_val_00000004")],
+             "train": [("n01443537", "n01443537_1"), ("n01484850", "n01484850_2"), ("n01440764", "n01440764_3")]}
     d.mkdir(parents=True)
     wnids = sorted(synonyms)
     torch.save((synonyms, [w for w, _ in files["val"]]), d / "meta.bin")  # what parse_devkit_archive writes

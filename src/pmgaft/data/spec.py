@@ -25,10 +25,11 @@ class DatasetSpec:
 
     ``subdir`` is where the data lives under the data root (``root/subdir`` is the *dataset folder* the builder
     receives). ``files`` maps a split (``"*"``: every split) to the paths, relative to the dataset folder, that
-    must exist before loading; ``"a|b"`` accepts either, ``*`` is a glob. ``test_split`` says which official split ``"test"``
-    means. ``native_size`` is set for sets whose images are small and fixed: the default transform keeps them at
-    that size (the classifier upsamples inside the model). ``zero_shot``: one of the paper's 15 zero-shot test
-    sets. ``offline``: the data ships with an installed package (or a Debian package), no data root needed.
+    must exist before loading; ``"a|b"`` accepts either, ``*`` is a glob. ``test_split`` says which official
+    split ``"test"`` means. ``native_size`` is set for sets whose images are small and fixed: the default
+    transform keeps them at that size (the classifier upsamples inside the model). ``zero_shot``: one of the
+    paper's 15 zero-shot test sets. ``offline``: the data ships with an installed package (or a Debian package),
+    no data root needed; these are for smoke tests, CI and the quickstart, not part of the paper's protocol.
     ``any_folder_name``: the data root may itself be the dataset folder, whatever its name (own readers and
     torchvision's ImageNet take the dataset folder directly; other torchvision classes append fixed names).
     """
