@@ -1,0 +1,67 @@
+"""Sanity checks on result cards: numbers that usually mean a broken attack rather than a robust model.
+
+* robust accuracy above clean accuracy;
+* robust accuracy that rises with eps (same attack and steps) or with the number of steps (same eps);
+* AutoAttack far below PGD at the same eps: PGD is likely being fooled (gradient masking / obfuscation).
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+AA_GAP = 0.10  # AutoAttack this far (absolute accuracy) below PGD is flagged
+TOLERANCE = 1e-9
+
+
+def _ok(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in cards if "error" not in c and "robust_accuracy" in c]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _family(attack_id: str) -> str:
+    return re.sub(r"\d+$", "", attack_id)
+
+
+def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
+    """One line per suspicious finding, in a stable order."""
+    notes: list[str] = []
+    ok = _ok(cards)
+    for c in ok:
+        if c["robust_accuracy"] > c["clean_accuracy"] + TOLERANCE:
+            notes.append(f"{c['model']['label']} / {c['dataset']['name']} / {c['attack']['id']} eps="
+                         f"{c['attack']['eps_255']:g}/255: robust {_pct(c['robust_accuracy'])} > clean "
+                         f"{_pct(c['clean_accuracy'])}")
+    by_eps: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    by_steps: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for c in ok:
+        a = c["attack"]
+        if a["name"] == "none":
+            continue
+        by_eps[(c["model"]["label"], c["dataset"]["name"], a["id"])].append((a["eps_255"], c["robust_accuracy"]))
+        if a.get("steps"):
+            by_steps[(c["model"]["label"], c["dataset"]["name"], a["name"], a["eps_255"])].append(
+                (a["steps"], c["robust_accuracy"]))
+    for (model, dataset, attack), points in sorted(by_eps.items()):
+        points.sort()
+        for (e0, r0), (e1, r1) in zip(points, points[1:]):
+            if r1 > r0 + TOLERANCE:
+                notes.append(f"{model} / {dataset} / {attack}: robust accuracy rises with eps "
+                             f"({_pct(r0)} at {e0:g}/255 -> {_pct(r1)} at {e1:g}/255)")
+    for (model, dataset, attack, eps), points in sorted(by_steps.items()):
+        points.sort()
+        for (s0, r0), (s1, r1) in zip(points, points[1:]):
+            if r1 > r0 + TOLERANCE:
+                notes.append(f"{model} / {dataset} / {attack} eps={eps:g}/255: robust accuracy rises with steps "
+                             f"({_pct(r0)} at {s0} -> {_pct(r1)} at {s1})")
+    aa = {(c["model"]["label"], c["dataset"]["name"], c["attack"]["eps_255"]): c["robust_accuracy"]
+          for c in ok if c["attack"]["name"] == "autoattack"}
+    for c in ok:
+        key = (c["model"]["label"], c["dataset"]["name"], c["attack"]["eps_255"])
+        if _family(c["attack"]["id"]) == "pgd" and key in aa and c["robust_accuracy"] - aa[key] > AA_GAP:
+            notes.append(f"{key[0]} / {key[1]} eps={key[2]:g}/255: AutoAttack {_pct(aa[key])} is far below "
+                         f"{c['attack']['id']} {_pct(c['robust_accuracy'])} -- possible gradient masking")
+    return notes

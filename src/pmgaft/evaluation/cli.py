@@ -1,0 +1,121 @@
+"""``pmgaft eval``: the evaluation grid from the command line (see :func:`pmgaft.evaluation.run_grid`).
+
+eps and step sizes are given in 1/255 units and converted once, in the grid. A protocol preset
+(``--protocol``) fills every setting; each flag given explicitly overrides it.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pmgaft.attacks import ATTACKS
+from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
+from pmgaft.evaluation.models import model_specs
+from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
+from pmgaft.models import NORMALIZATIONS
+from pmgaft.prompts import PROMPT_STYLES
+from pmgaft.utils import lookup
+
+
+def _logit_scale(text: str) -> str | float:
+    if text == "model":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--logit-scale takes 'model' or a positive number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--logit-scale must be positive, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    m = parser.add_argument_group("models")
+    m.add_argument("--model", help="open_clip architecture (e.g. ViT-B-32); also the architecture of checkpoints "
+                                   "without pmgaft metadata")
+    m.add_argument("--pretrained", help="open_clip tag (openai) or weights file for --model; omitted with "
+                                        "--checkpoint: only the checkpoints are evaluated")
+    m.add_argument("--label", help="label of the --model entry in the results (default: MODEL_PRETRAINED)")
+    m.add_argument("--checkpoint", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="a fine-tuned checkpoint to evaluate (repeatable)")
+    g = parser.add_argument_group("grid (defaults from --protocol)")
+    g.add_argument("--protocol", default="paper", choices=list(PROTOCOLS), help="evaluation preset (default: paper)")
+    g.add_argument("--datasets", nargs="+", metavar="NAME", help="registered names or folder:PATH")
+    g.add_argument("--attacks", nargs="+", choices=list(ATTACKS))
+    g.add_argument("--eps", nargs="+", type=float, metavar="K", help="L-inf radii in 1/255 units (e.g. 1 2 4)")
+    g.add_argument("--steps", nargs="+", type=int, help="attack steps for pgd/cw (several: one cell each)")
+    g.add_argument("--step-size", type=float, metavar="K", help="PGD/CW step size in 1/255 units")
+    g.add_argument("--n-samples", type=int, metavar="N",
+                   help="class-stratified seeded subset of N test images per dataset (0: full test set)")
+    g.add_argument("--prompts", choices=list(PROMPT_STYLES))
+    g.add_argument("--transform", choices=["clip", "official"], help="image preprocessing preset")
+    g.add_argument("--normalization", choices=list(NORMALIZATIONS))
+    g.add_argument("--logit-scale", type=_logit_scale, help="'model' (100 for OpenAI CLIP) or a number (1: cosine)")
+    g.add_argument("--split", help="dataset split (default: test)")
+    g.add_argument("--seed", type=int)
+    r = parser.add_argument_group("running")
+    r.add_argument("--out", "--results", dest="out", type=Path, default=Path("results"),
+                   help="results directory (default: ./results)")
+    r.add_argument("--data-root", type=Path, default=Path("data"))
+    r.add_argument("--download", action="store_true", help="download datasets torchvision can fetch")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="bf16: autocast forward passes on CUDA (attack gradients stay fp32)")
+    r.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    r.add_argument("--skip-existing", action="store_true", help="resume: reuse finished cells and clean passes")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def resolve_protocol(args: argparse.Namespace) -> Protocol:
+    """The preset with every explicitly given flag applied, validated."""
+    base: Protocol = lookup(PROTOCOLS, args.protocol, "protocol")
+    n = args.n_samples
+    p = base.override(datasets=tuple(args.datasets) if args.datasets else None,
+                      attacks=tuple(dict.fromkeys(args.attacks)) if args.attacks else None,
+                      eps=tuple(dict.fromkeys(args.eps)) if args.eps else None,
+                      steps=tuple(dict.fromkeys(args.steps)) if args.steps else None, step_size=args.step_size,
+                      prompts=args.prompts, transform=args.transform, normalization=args.normalization,
+                      logit_scale=args.logit_scale, split=args.split, seed=args.seed)
+    if n is not None:
+        if n < 0:
+            raise PmgaftError(f"--n-samples must be >= 0 (0 = full test set), got {n}.")
+        p = p.override(n_samples=n or None, n_samples_per_dataset={})
+        if n == 0:
+            from dataclasses import replace
+            p = replace(p, n_samples=None)
+    bad = [e for e in p.eps if not 0 <= e <= 255]
+    if bad:
+        raise PmgaftError(f"--eps is in 1/255 units and must be in [0, 255], got {bad} (for eps = 4/255 pass 4).")
+    if not 0 < p.step_size <= 255:
+        raise PmgaftError(f"--step-size is in 1/255 units and must be in (0, 255], got {p.step_size}.")
+    if any(s < 1 for s in p.steps):
+        raise PmgaftError(f"--steps must be >= 1, got {list(p.steps)}.")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise PmgaftError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    protocol = resolve_protocol(args)
+    specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label)
+    cfg = GridConfig(protocol=protocol, out=args.out, data_root=args.data_root, batch_size=args.batch_size,
+                     device=args.device, precision=args.precision, skip_existing=args.skip_existing,
+                     workers=args.workers, download=args.download, progress=not args.no_progress,
+                     extra={"protocol_name": args.protocol})
+    print(f"pmgaft eval: {len(specs)} model(s) x {len(protocol.datasets)} dataset(s); attacks "
+          f"{', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255 -> {args.out}",
+          flush=True)
+    cards = run_grid(specs, cfg, log=lambda line: print(line, flush=True))
+    failed = [c for c in cards if "error" in c]
+    done = len(cards) - len(failed)
+    skipped = sum(bool(c.get("_skipped")) for c in cards)
+    print(f"pmgaft eval: {done} cell(s) finished ({skipped} reused), {len(failed)} failed; results in {args.out}")
+    by_reason: dict[tuple[str, str, str], list[str]] = {}
+    for c in failed:
+        key = (c["model"]["label"], c["dataset"]["name"], c["error"].splitlines()[0][:300])
+        by_reason.setdefault(key, []).append(f"{c['attack']['id']}@{c['attack']['eps_255']:g}")
+    for (label, dataset, reason), which in by_reason.items():
+        print(f"  FAILED {label} / {dataset} [{', '.join(which)}]: {reason}")
+    return 1 if failed else 0

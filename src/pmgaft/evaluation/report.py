@@ -1,0 +1,74 @@
+"""``pmgaft report RESULTS_DIR``: Markdown + CSV tables, PNG plots and sanity flags from result cards.
+
+Writes into ``--out`` (default ``RESULTS_DIR/report``): ``report.md`` (every table, the flags, failed cells),
+``table_<attack>_eps<k>.csv`` (wide), ``results.csv`` (one row per card) and the plots of
+:mod:`pmgaft.evaluation.plots`. The Markdown tables and the flags are also printed.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.checks import find_suspicious
+from pmgaft.evaluation.results import load_results
+from pmgaft.evaluation.tables import build_tables, long_csv, to_csv, to_markdown
+from pmgaft.utils import atomic_write_text
+
+FORMATS = ("md", "csv", "png")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", type=Path, help="results directory written by `pmgaft eval`")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: RESULTS/report)")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), help="outputs to write")
+    parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+
+
+def build_report(cards: list[dict[str, Any]], title: str = "pmgaft results") -> tuple[str, list[str]]:
+    """The Markdown report and the suspicious-result notes."""
+    ok = [c for c in cards if "error" not in c]
+    failed = [c for c in cards if "error" in c]
+    notes = find_suspicious(cards)
+    parts = [f"# {title}", "", f"{len(ok)} result(s), {len(failed)} failed cell(s).", ""]
+    parts += [to_markdown(t) for t in build_tables(cards)]
+    parts += ["## Suspicious results", ""]
+    parts += [f"- WARNING: {n}" for n in notes] or ["None found."]
+    if failed:
+        parts += ["", "## Failed cells", ""]
+        parts += [f"- {c['model']['label']} / {c['dataset']['name']} / {c['attack']['id']} "
+                  f"eps={c['attack']['eps_255']:g}/255: {c['error'].splitlines()[0][:300]}" for c in failed]
+    return "\n".join(parts) + "\n", notes
+
+
+def write_report(results: Path, out: Path, formats: tuple[str, ...] | list[str] = FORMATS) -> dict[str, Any]:
+    """Write the report files; returns ``{"markdown", "notes", "files"}``."""
+    cards = load_results(results)
+    if not cards:
+        raise PmgaftError(f"no result cards (*.json with schema pmgaft.result/1) under {results}: run "
+                          f"`pmgaft eval --out {results} ...` first.")
+    markdown, notes = build_report(cards, title=f"pmgaft results: {results}")
+    tables = build_tables(cards)
+    files: list[Path] = []
+    if "md" in formats:
+        files.append(atomic_write_text(out / "report.md", markdown))
+    if "csv" in formats:
+        files.append(atomic_write_text(out / "results.csv", long_csv(cards)))
+        files += [atomic_write_text(out / f"table_{t.key[0]}_eps{t.key[1]:g}.csv", to_csv(t)) for t in tables]
+    if "png" in formats:
+        from pmgaft.evaluation.plots import make_plots
+
+        files += make_plots(tables, out)
+    return {"markdown": markdown, "notes": notes, "files": files}
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or args.results / "report"
+    report = write_report(args.results, out, args.format)
+    if not args.quiet:
+        print(report["markdown"])
+    for note in report["notes"]:
+        print(f"WARNING: {note}")
+    print(f"pmgaft report: wrote {len(report['files'])} file(s) to {out}")
+    return 0
