@@ -9,6 +9,12 @@ Two presets:
 * ``"official"``: the released ``PMG_AFT.py`` exactly: ``Resize(256) + CenterCrop(224)`` (bilinear) for every
   set except CIFAR-10/100 and STL-10, which it feeds at native size. It also resizes PCAM. TinyImageNet
   training data uses the same ``Resize(256) + CenterCrop(224)`` (PAPER.md, "data" row).
+
+Two training presets (used by ``pmgaft train``, both recipes):
+
+* ``"train"``: the paper's fine-tuning input, ``Resize(256) + CenterCrop(224)`` for sets of large images
+  (TinyImageNet, folders), native size for small-image sets; no augmentation.
+* ``"train_augment"``: the same sizes with ``RandomResizedCrop`` + horizontal flip (optional; not the paper's).
 """
 from __future__ import annotations
 
@@ -47,9 +53,20 @@ def _official_preset(spec: DatasetSpec | None) -> Transform:
     return _official224()
 
 
+def _train_preset(spec: DatasetSpec | None) -> Transform:
+    return _native() if spec is not None and spec.native_size is not None else _official224()
+
+
+def _train_augment_preset(spec: DatasetSpec | None) -> Transform:
+    size = spec.native_size if spec is not None and spec.native_size is not None else 224
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0)), T.RandomHorizontalFlip(), T.ToTensor()])
+
+
 PRESETS: dict[str, Callable[[DatasetSpec | None], Transform]] = {
     "clip": _clip_preset,
     "official": _official_preset,
+    "train": _train_preset,
+    "train_augment": _train_augment_preset,
 }
 
 

@@ -1,0 +1,29 @@
+"""Training methods: ``METHODS`` (CLI name -> :class:`Method` class), one small module each.
+
+``pmg_aft`` (the paper), baselines ``tecoa`` (FT-adv), ``ft_clean``, ``fare``, ``tga_zsr``, and ``none`` (the
+original CLIP, evaluation's reference row). Each returns named loss terms including ``total``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pmgaft.methods.attention import attention_maps, image_tokens
+from pmgaft.methods.base import AttackSettings, Method
+from pmgaft.methods.fare import Fare
+from pmgaft.methods.ft_clean import FtClean
+from pmgaft.methods.none import NoTraining
+from pmgaft.methods.pmg_aft import PmgAft
+from pmgaft.methods.tecoa import TeCoA
+from pmgaft.methods.tga_zsr import TgaZsr
+from pmgaft.utils import lookup
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (PmgAft, TeCoA, FtClean, Fare, TgaZsr, NoTraining)}
+
+
+def build_method(config: Any) -> Method:
+    """The method named by ``config.method``, built from the config (PmgaftError on unknown names/bad args)."""
+    return lookup(METHODS, config.method, "method").from_config(config)
+
+
+__all__ = ["METHODS", "AttackSettings", "Fare", "FtClean", "Method", "NoTraining", "PmgAft", "TeCoA", "TgaZsr",
+           "attention_maps", "build_method", "image_tokens"]

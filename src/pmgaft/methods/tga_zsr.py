@@ -1,0 +1,54 @@
+"""TGA-ZSR (Yu et al., NeurIPS 2024, https://arxiv.org/abs/2410.21802): text-guided attention for zero-shot
+robustness.
+
+    total = CE(z_adv, y) + alpha * mean_b ||A_tar(x_adv) - A_ori(x)||_2 + beta * mean_b ||A_tar(x) - A_ori(x)||_2
+
+A = the ground-truth class's text-guided attention map (:mod:`pmgaft.methods.attention`); alpha = 0.08,
+beta = 0.05; its paper trains with SGD lr 1e-4 (its ``defaults``). The original model is frozen, no_grad.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pmgaft.errors import PmgaftError
+from pmgaft.losses import attention_distance
+from pmgaft.methods.attention import attention_maps, image_tokens
+from pmgaft.methods.base import Method, cross_entropy
+from pmgaft.models import ZeroShotClassifier
+
+
+class TgaZsr(Method):
+    name = "tga_zsr"
+    needs_original = True
+    defaults = {"lr": 1e-4}
+
+    def __init__(self, alpha: float = 0.08, beta: float = 0.05) -> None:
+        if alpha < 0 or beta < 0:
+            raise PmgaftError(f"tga_zsr: alpha and beta must be >= 0 (paper: 0.08, 0.05), got {alpha}, {beta}.")
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    @classmethod
+    def from_config(cls, config: Any) -> "TgaZsr":
+        return cls(0.08 if config.alpha is None else config.alpha, 0.05 if config.beta is None else config.beta)
+
+    def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
+               x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert original is not None, "tga_zsr needs the original model"
+        size, b = (x.shape[-2], x.shape[-1]), len(x)
+        text = target.text_embeddings[y]  # [B, D], the ground-truth class
+        pooled, tokens = image_tokens(target, torch.cat([x_adv, x]))  # [2B, D], [2B, N, D]
+        z_adv = target.logits_from_features(pooled[:b])  # [B, C]
+        maps = attention_maps(tokens, torch.cat([text, text]), size)  # [2B, 1, H, W]
+        with torch.no_grad():
+            _, tokens_ori = image_tokens(original, x)
+            maps_ori = attention_maps(tokens_ori, text, size)  # [B, 1, H, W]
+        ce = cross_entropy(z_adv, y)
+        att_adv = attention_distance(maps[:b], maps_ori)
+        att_clean = attention_distance(maps[b:], maps_ori)
+        return {"ce": ce, "att_adv": att_adv, "att_clean": att_clean,
+                "total": ce + self.alpha * att_adv + self.beta * att_clean}
+
+    def hparams(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta}

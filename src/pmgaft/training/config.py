@@ -1,0 +1,159 @@
+"""``TrainConfig``: every training setting, resolved as recipe < method defaults < YAML file < command line.
+
+ε and the attack step are in 1/255 units here (as users speak them); :meth:`TrainConfig.attack_settings`
+converts once. Keys in :data:`RUN_CONTROL` steer the run but not the result (device, workers, logging, when to
+stop); every other key must match when a run is resumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from pmgaft.errors import PmgaftError
+from pmgaft.methods import METHODS, AttackSettings
+from pmgaft.training.recipes import RECIPES
+from pmgaft.utils import did_you_mean, lookup
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
+RUN_CONTROL = frozenset({"out_dir", "data_root", "device", "max_steps", "num_workers", "log_every", "eval_every",
+                         "save_every", "resume", "progress", "val_batch_size"})
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one training run (defaults: the paper recipe on ViT-B/32 + TinyImageNet)."""
+
+    method: str = "pmg_aft"
+    recipe: str = "paper"
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    dataset: str = "tinyimagenet"
+    data_root: str = "data"
+    out_dir: str | None = None  # default runs/<method>-<recipe>
+    # objective
+    alpha: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.08)
+    beta: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.05)
+    kl_reduction: str = "batchmean"
+    kl_direction: str = "official"
+    logit_scale: str | float = "model"
+    normalization: str = "clip"
+    prompt_style: str = "train"
+    # data
+    transform: str = "train"
+    augment: bool = False
+    val_size: int | None = None  # images held out of the training set for model selection
+    val_fraction: float = 0.01  # used when val_size is None
+    # optimization
+    optimizer: str = "sgd"
+    lr: float = 5e-5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    grad_accum: int | None = None  # micro-batches per optimizer step (per process)
+    micro_batch: int | None = None  # alternative: the largest micro-batch that fits; grad_accum is derived
+    epochs: int = 10
+    warmup_steps: int = 1000
+    precision: str = "bf16"  # autocast dtype on CUDA (fp32 master weights); CPU always runs fp32
+    seed: int = 0
+    # train-time attack (1/255 units)
+    eps: float = 1.0
+    step_size: float = 1.0
+    attack_steps: int = 2
+    random_start: bool = True
+    # validation (PGD on the held-out split)
+    val_attack_steps: int = 10
+    # run control
+    device: str = "auto"
+    max_steps: int | None = None
+    num_workers: int = 2
+    log_every: int = 10
+    eval_every: int | None = None  # steps; None = once per epoch
+    save_every: int | None = None  # steps; None = once per epoch
+    val_batch_size: int | None = None
+    progress: bool = True
+    resume: bool = False
+
+    def attack_settings(self) -> AttackSettings:
+        return AttackSettings(eps=self.eps / 255, step_size=self.step_size / 255, steps=self.attack_steps,
+                              random_start=self.random_start)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def result_keys(self) -> dict[str, Any]:
+        """The settings that determine the trained weights (compared on ``--resume``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
+
+    def resolved_out_dir(self) -> Path:
+        return Path(self.out_dir or f"runs/{self.method}-{self.recipe}")
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+
+
+def check_keys(values: Mapping[str, Any], source: str) -> None:
+    """PmgaftError naming every unknown key (with close matches)."""
+    for key in values:
+        if key not in FIELD_NAMES:
+            raise PmgaftError(f"unknown config key {key!r} in {source}.{did_you_mean(key, FIELD_NAMES)}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of config keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise PmgaftError(f"config file {str(path)!r} does not exist (see configs/ for examples).")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise PmgaftError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise PmgaftError(f"config file {path} must hold a mapping of keys, got {type(values).__name__}.")
+    check_keys(values, str(path))
+    return values
+
+
+def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
+    """Recipe defaults < the method's defaults < ``config_file`` < ``overrides`` (e.g. command-line flags)."""
+    overrides = dict(overrides or {})
+    check_keys(overrides, "the arguments")
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    layered = {**file_values, **overrides}
+    recipe = lookup(RECIPES, str(layered.get("recipe", "paper")), "recipe")
+    method = lookup(METHODS, str(layered.get("method", "pmg_aft")), "method")
+    config = TrainConfig(**{**recipe, **method.defaults, **layered})
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Value checks that need no data or model (run before any work)."""
+    lookup(RECIPES, config.recipe, "recipe")
+    lookup(METHODS, config.method, "method")
+    lookup({p: p for p in PRECISIONS}, config.precision, "precision")
+    lookup({o: o for o in OPTIMIZERS}, config.optimizer, "optimizer")
+    positive = {"batch_size": config.batch_size, "epochs": config.epochs, "lr": config.lr,
+                "log_every": config.log_every}
+    for key, value in positive.items():
+        if not value > 0:
+            raise PmgaftError(f"{key} must be > 0, got {value}.")
+    for key in ("grad_accum", "micro_batch", "max_steps", "eval_every", "save_every", "val_batch_size"):
+        value = getattr(config, key)
+        if value is not None and value <= 0:
+            raise PmgaftError(f"{key} must be > 0 when given, got {value}.")
+    if config.eps < 0 or config.step_size < 0 or config.attack_steps < 0 or config.val_attack_steps < 0:
+        raise PmgaftError("eps, step_size (in 1/255 units), attack_steps and val_attack_steps must be >= 0.")
+    if config.warmup_steps < 0 or not 0 <= config.val_fraction < 1 or (config.val_size or 0) < 0:
+        raise PmgaftError("warmup_steps must be >= 0, val_fraction in [0, 1), val_size >= 0.")
+    if config.grad_accum is not None and config.micro_batch is not None:
+        raise PmgaftError("give either grad_accum or micro_batch, not both.")
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False)

@@ -1,0 +1,115 @@
+"""Training data: the set, a seeded validation split carved from it, and a resumable per-step batch plan.
+
+The data order is a pure function of (seed, epoch): step ``s`` of the run reads positions
+``perm(epoch)[pos * B : (pos + 1) * B]`` with ``epoch, pos = divmod(s, steps_per_epoch)``; process ``r`` of
+``W`` takes its contiguous shard of that global batch (what a ``DistributedSampler`` with a per-epoch seed
+gives, but indexable by step) and splits it into ``grad_accum`` micro-batches. Resuming at step ``s`` therefore
+replays exactly the batches an uninterrupted run would have read. Incomplete last batches are dropped.
+(With ``augment`` the random crops come from the loader workers' RNG and are not replayed bit-exactly.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pmgaft.data import DATASETS, ImageDataset, load_dataset, make_transform, stratified_subset
+from pmgaft.errors import PmgaftError
+from pmgaft.training.config import TrainConfig
+
+
+@dataclass
+class TrainData:
+    train: ImageDataset
+    val: ImageDataset | None
+    classes: list[str]
+
+
+def load_train_data(config: TrainConfig) -> TrainData:
+    """The training split of ``config.dataset`` minus a stratified, seeded validation split."""
+    preset = "train_augment" if config.augment else config.transform
+    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset)
+    if len(set(full.targets)) < 2:
+        raise PmgaftError(f"training set {config.dataset!r} under {config.data_root} has images of "
+                          f"{len(set(full.targets))} class; zero-shot fine-tuning needs at least 2 classes.")
+    n_val = config.val_size if config.val_size is not None else int(round(config.val_fraction * len(full)))
+    if n_val >= len(full):
+        raise PmgaftError(f"val_size {n_val} leaves no training images ({len(full)} in {config.dataset!r}).")
+    val_idx = set(stratified_subset(full, n_val, seed=config.seed)) if n_val else set()
+    train = full.select([i for i in range(len(full)) if i not in val_idx], "train")
+    val = full.select(sorted(val_idx), "val") if val_idx else None
+    if val is not None and config.augment:  # validation images are never augmented
+        val.transform = _eval_transform(config)
+    if config.batch_size > len(train):
+        raise PmgaftError(f"batch_size {config.batch_size} is larger than the training split ({len(train)} images "
+                          f"of {config.dataset!r} after holding out {len(val_idx)} for validation); lower "
+                          f"--batch-size or --val-size.")
+    return TrainData(train, val, list(full.classes))
+
+
+def _eval_transform(config: TrainConfig) -> Any:
+    return make_transform(DATASETS.get(config.dataset), config.transform)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which dataset positions every (step, process, micro-batch) reads."""
+
+    n: int
+    batch_size: int
+    seed: int
+    world: int = 1
+    rank: int = 0
+    grad_accum: int = 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    @property
+    def local_batch(self) -> int:
+        return self.batch_size // self.world
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        batch = self.permutation(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
+        local = batch[self.rank * self.local_batch:(self.rank + 1) * self.local_batch].tolist()
+        size = self.local_batch // self.grad_accum
+        return [local[i * size:(i + 1) * size] for i in range(self.grad_accum)]
+
+
+class PlanSampler:
+    """A batch sampler yielding every micro-batch of steps ``start .. end - 1`` in order."""
+
+    def __init__(self, plan: BatchPlan, start: int, end: int) -> None:
+        self.plan, self.start, self.end = plan, start, end
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            yield from self.plan.micro_batches(step)
+
+    def __len__(self) -> int:
+        return (self.end - self.start) * self.plan.grad_accum
+
+
+def plan_loader(dataset: Dataset, plan: BatchPlan, start: int, end: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=PlanSampler(plan, start, end), num_workers=num_workers,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def resolve_grad_accum(config: TrainConfig, world: int) -> int:
+    """Micro-batches per step per process, so that ``batch_size = world x grad_accum x micro-batch``."""
+    if config.batch_size % world:
+        raise PmgaftError(f"batch_size {config.batch_size} is not divisible by the {world} processes.")
+    local = config.batch_size // world
+    accum = config.grad_accum or (-(-local // config.micro_batch) if config.micro_batch else 1)
+    if local % accum:
+        raise PmgaftError(f"the per-process batch {local} is not divisible into {accum} micro-batches; choose "
+                          f"--grad-accum / --micro-batch so that batch_size = processes x grad_accum x micro-batch.")
+    return accum
