@@ -1,0 +1,173 @@
+"""``pmgaft train`` end to end on pmgaft-micro and a TinyImageNet-layout fixture: checkpoints, resume, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pmgaft.cli import main
+from pmgaft.errors import PmgaftError
+from pmgaft.methods import METHODS
+from pmgaft.models import load_clip
+from pmgaft.training import RECIPES, TrainConfig, read_metadata, resolve_config, train
+from pmgaft.training.data import BatchPlan
+from pmgaft.training.optim import warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_fixtures import tiny_imagenet  # noqa: E402
+
+TRAINABLE = [name for name, cls in METHODS.items() if cls.trainable]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tiny_imagenet(tmp_path_factory.mktemp("train-data"))
+
+
+def _argv(data_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", "pmgaft-micro", "--pretrained", "none", "--dataset", "tinyimagenet",
+            "--data-root", str(data_root), "--out-dir", str(out), "--batch-size", "4", "--epochs", "1",
+            "--warmup-steps", "1", "--val-size", "3", "--val-attack-steps", "1", "--num-workers", "0",
+            "--device", "cpu", "--no-progress", "--lr", "1e-3", *extra]
+
+
+def _outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
+    model = load_clip("pmgaft-micro", path).model
+    with torch.no_grad():
+        return model.encode_image(x)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize("method", TRAINABLE)
+def test_train_end_to_end(data_root: Path, tmp_path: Path, method: str, recipe: str) -> None:
+    out = tmp_path / "run"
+    assert main(_argv(data_root, out, "--method", method, "--recipe", recipe, "--max-steps", "2")) == 0
+    for name in ("last.safetensors", "train_state.pt", "config.yaml", "log.jsonl", "prompts.json", "tb"):
+        assert (out / name).exists(), name
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"] == method and saved["recipe"] == recipe and saved["logit_scale"] == \
+        RECIPES[recipe]["logit_scale"]
+    assert resolve_config(saved).method == method  # the written config reads back
+    meta = read_metadata(out / "last.safetensors")
+    assert meta["pmgaft_method"] == method and meta["pmgaft_recipe"] == recipe and meta["step"] == "2"
+    assert meta["pmgaft_model"] == "pmgaft-micro"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any(r["split"] == "train" and "total" in r for r in log)
+    # the weights reload bit-identically, through pmgaft and through plain open_clip
+    from safetensors.torch import load_file
+    sd = load_file(str(out / "last.safetensors"))
+    model = load_clip("pmgaft-micro", out / "last.safetensors").model
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+    import open_clip
+    plain = open_clip.create_model_and_transforms("pmgaft-micro", pretrained=str(out / "last.safetensors"))[0]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(plain.eval().encode_image(x), model.encode_image(x))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_path: Path) -> None:
+    common = ("--method", "pmg_aft", "--epochs", "2")  # 15 train images / batch 4 = 3 steps per epoch
+    assert main(_argv(data_root, tmp_path / "full", *common)) == 0
+    assert main(_argv(data_root, tmp_path / "cut", *common, "--max-steps", "4")) == 0
+    assert read_metadata(tmp_path / "cut" / "last.safetensors")["step"] == "4"
+    assert main(_argv(data_root, tmp_path / "cut", *common, "--resume")) == 0
+    from safetensors.torch import load_file
+    full, cut = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(tmp_path / "cut" /
+                                                                                       "last.safetensors"))
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+    assert (tmp_path / "full" / "best.safetensors").exists()
+    # only the image tower moved: the text tower and logit scale equal the (seeded) initial model's
+    torch.manual_seed(0)
+    init = load_clip("pmgaft-micro").model.state_dict()
+    assert all(torch.equal(init[k], full[k]) for k in init if not k.startswith("visual."))
+    assert any(not torch.equal(init[k], full[k]) for k in init if k.startswith("visual."))
+    # resuming with another setting is refused, naming it
+    with pytest.raises(PmgaftError, match="lr"):
+        train(resolve_config({**yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text()), "lr": 0.5,
+                              "resume": True}))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_original_model_frozen_during_training(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from pmgaft.training import loop
+
+    seen = {}
+    real = loop._classifiers
+
+    def spy(*args, **kwargs):
+        target, original = real(*args, **kwargs)
+        seen["original"], seen["before"] = original, {k: v.clone() for k, v in original.state_dict().items()}
+        return target, original
+
+    monkeypatch.setattr(loop, "_classifiers", spy)
+    assert main(_argv(data_root, tmp_path / "run", "--method", "tga_zsr", "--max-steps", "2")) == 0
+    original = seen["original"]
+    assert not original.training and all(not p.requires_grad and p.grad is None for p in original.parameters())
+    assert all(torch.equal(v, seen["before"][k]) for k, v in original.state_dict().items())
+
+
+def test_bad_input_fails_before_any_work(data_root: Path, tmp_path: Path, capsys) -> None:
+    for extra, message in [(("--alpha", "-1"), "alpha and beta"), (("--beta", "-2"), "alpha and beta"),
+                           (("--batch-size", "64"), "larger than the training split"),
+                           (("--method", "none"), "nothing to train")]:
+        assert main(_argv(data_root, tmp_path / "x", *extra)) == 2
+        assert message in capsys.readouterr().err
+    for extra in (("--method", "pmgaft"), ("--recipe", "offical")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(_argv(data_root, tmp_path / "x", *extra))
+        assert exit_info.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("method: tecoa\nbatchsize: 8\n")
+    assert main(_argv(data_root, tmp_path / "x", "--config", str(config))) == 2
+    err = capsys.readouterr().err
+    assert "'batchsize'" in err and "batch_size" in err
+    with pytest.raises(PmgaftError, match="Valid: official, paper"):
+        resolve_config({"recipe": "papr"})
+    one_class = tiny_imagenet(tmp_path / "one", classes=1)
+    assert main(_argv(one_class, tmp_path / "x", "--val-size", "0")) == 2
+    assert "at least 2 classes" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_precedence_and_configs_dir(tmp_path: Path) -> None:
+    assert resolve_config({}).lr == 5e-5 and resolve_config({"method": "fare"}).optimizer == "adamw"
+    official = resolve_config({"recipe": "official"})
+    assert (official.logit_scale, official.kl_reduction, official.normalization) == (1.0, "sum", "imagenet")
+    config = tmp_path / "c.yaml"
+    config.write_text("recipe: official\nlr: 0.001\nbatch_size: 8\n")
+    resolved = resolve_config({"lr": 0.01}, config)
+    assert (resolved.lr, resolved.batch_size, resolved.kl_reduction) == (0.01, 8, "sum")
+    configs = sorted(Path(__file__).parents[1].glob("configs/**/*.yaml"))
+    assert len(configs) >= 2 * len(TRAINABLE)
+    for path in configs:
+        assert isinstance(resolve_config({}, path), TrainConfig), path
+
+
+def test_schedule_and_batch_plan() -> None:
+    f = warmup_cosine(2, 10)
+    assert [round(f(s), 4) for s in (0, 1, 2)] == [0.5, 1.0, 1.0] and f(10) == 0.0
+    plans = [BatchPlan(20, 8, seed=3, world=2, rank=r, grad_accum=2) for r in (0, 1)]
+    step = [sum(p.micro_batches(1), []) for p in plans]
+    assert len(step[0]) == len(step[1]) == 4 and not set(step[0]) & set(step[1])
+    assert plans[0].micro_batches(1) == plans[0].micro_batches(1)  # a pure function of (seed, step)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_two_process_gloo_run(data_root: Path, tmp_path: Path) -> None:
+    """torchrun-style launch on CPU: 2 processes, DDP on the image tower, rank 0 writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = _argv(data_root, tmp_path / "ddp", "--method", "pmg_aft", "--max-steps", "2", "--grad-accum", "2")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "pmgaft", *argv]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metadata(tmp_path / "ddp" / "last.safetensors")["step"] == "2"
