@@ -192,17 +192,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+    # descend into {"state_dict": ...}-style wrappers (their siblings may be tensors too, e.g. best_acc1)
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), (dict, nn.Module))), None)
         if inner is None:
-            raise PmgaftError(f"{path} holds no weights: top-level keys are {sorted(obj)[:10]}; expected a "
-                              f"state_dict or a dict with one of {list(_WRAPPER_KEYS)}.")
+            break
         obj = inner
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise PmgaftError(f"{path} holds a {type(obj).__name__}, not a state_dict.")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise PmgaftError(f"{path} holds no weights: top-level keys are {sorted(obj)[:10]}; expected a "
+                          f"state_dict or a dict with one of {list(_WRAPPER_KEYS)}.")
+    return tensors
 
 
 def normalize_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

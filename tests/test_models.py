@@ -1,0 +1,116 @@
+"""load_clip: every checkpoint layout round-trips bit-exactly; bad input gives short, actionable errors."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pmgaft.errors import PmgaftError
+from pmgaft.models import load_clip
+
+
+def _perturbed_state(loaded) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+            for k, v in loaded.model.state_dict().items()}
+
+
+def _writers():
+    def plain(sd, path):
+        torch.save(sd, path)
+
+    def wrapped(sd, path):  # the released PMG-AFT / TeCoA format: DataParallel-wrapped CLIP
+        torch.save({"epoch": 10, "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                    "best_acc1": torch.tensor(31.5), "optimizer": {"state": {}, "param_groups": [{"lr": 5e-5}]}},
+                   path)
+
+    def module_prefix(sd, path):
+        torch.save({f"module.{k}": v for k, v in sd.items()}, path)
+
+    def openai_names(sd, path):  # OpenAI's CLIP checkpoints carry three extra entries
+        extra = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(16),
+                 "vocab_size": torch.tensor(49408)}
+        torch.save({**sd, **extra}, path)
+
+    def safetensors_file(sd, path):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+    return {"plain.pt": plain, "released.pth": wrapped, "ddp.bin": module_prefix, "openai.pt": openai_names,
+            "weights.safetensors": safetensors_file}
+
+
+@pytest.mark.parametrize("filename", list(_writers()))
+def test_checkpoint_formats_round_trip_bit_exactly(tmp_path: Path, micro_clip, filename):
+    sd = _perturbed_state(micro_clip)
+    path = tmp_path / filename
+    _writers()[filename](sd, path)
+    loaded = load_clip("pmgaft-micro", path)
+    got = loaded.model.state_dict()
+    assert got.keys() == sd.keys()
+    for k in sd:
+        assert torch.equal(got[k], sd[k]), k
+    assert loaded.pretrained == str(path) and loaded.weights_hash != micro_clip.weights_hash
+
+
+def test_image_tower_only_checkpoint_keeps_text_tower(tmp_path, micro_clip):
+    sd = _perturbed_state(micro_clip)
+    visual = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+    torch.save(visual, tmp_path / "fare_style.pt")
+    torch.manual_seed(0)
+    loaded = load_clip("pmgaft-micro", tmp_path / "fare_style.pt")
+    got = loaded.model.state_dict()
+    assert torch.equal(got["visual.conv1.weight"], sd["visual.conv1.weight"])
+    assert torch.equal(got["token_embedding.weight"], micro_clip.model.state_dict()["token_embedding.weight"])
+
+
+def test_random_init_and_tokenizer(micro_clip):
+    model, tokenizer = micro_clip
+    assert micro_clip.image_size == 32 and micro_clip.pretrained is None
+    assert tokenizer(["a photo of a cat"]).shape == (1, 16)
+    assert not model.training
+
+
+def test_wrong_architecture_names_keys(tmp_path):
+    tiny = load_clip("pmgaft-tiny")
+    torch.save(tiny.model.state_dict(), tmp_path / "tiny.pt")
+    with pytest.raises(PmgaftError) as err:
+        load_clip("pmgaft-micro", tmp_path / "tiny.pt")
+    msg = str(err.value)
+    assert "does not fit model 'pmgaft-micro'" in msg and "shape mismatches" in msg and "--model" in msg
+    assert len(msg) < 1500  # a short message, not a 200-line dump
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, micro_clip):
+    sd = dict(micro_clip.model.state_dict())
+    sd.pop("visual.proj")
+    sd["visual.extra_head.weight"] = torch.zeros(2)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(PmgaftError, match=r"1 missing keys: visual\.proj.*1 unexpected keys: visual\.extra_head"):
+        load_clip("pmgaft-micro", tmp_path / "bad.pt")
+
+
+@pytest.mark.parametrize("name, pretrained, match", [
+    ("ViT-B-3", None, r"unknown model 'ViT-B-3'.*ViT-B-32"),
+    ("ViT-B-32", "opnai", r"no pretrained weights tagged 'opnai'.*openai"),
+    ("pmgaft-micro", "/nonexistent/ckpt.pt", r"does not exist"),
+])
+def test_bad_names(name, pretrained, match):
+    with pytest.raises(PmgaftError, match=match):
+        load_clip(name, pretrained)
+
+
+def test_unreadable_checkpoint(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PmgaftError, match="cannot read checkpoint"):
+        load_clip("pmgaft-micro", tmp_path / "junk.pt")
+    (tmp_path / "junk.safetensors").write_bytes(b"nope")
+    with pytest.raises(PmgaftError, match="not a readable safetensors"):
+        load_clip("pmgaft-micro", tmp_path / "junk.safetensors")
+
+
+def test_hub_unreachable_message(monkeypatch):
+    from pmgaft.models import loading
+
+    monkeypatch.setattr(loading, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(PmgaftError, match=r"hub is unreachable.*--pretrained /path/to"):
+        load_clip("ViT-B-32", "openai")
