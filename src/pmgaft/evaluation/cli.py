@@ -6,6 +6,7 @@ eps and step sizes are given in 1/255 units and converted once, in the grid. A p
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from pmgaft.attacks import ATTACKS
@@ -81,10 +82,7 @@ def resolve_protocol(args: argparse.Namespace) -> Protocol:
     if n is not None:
         if n < 0:
             raise PmgaftError(f"--n-samples must be >= 0 (0 = full test set), got {n}.")
-        p = p.override(n_samples=n or None, n_samples_per_dataset={})
-        if n == 0:
-            from dataclasses import replace
-            p = replace(p, n_samples=None)
+        p = replace(p, n_samples=n or None, n_samples_per_dataset={})  # 0: the full test sets
     bad = [e for e in p.eps if not 0 <= e <= 255]
     if bad:
         raise PmgaftError(f"--eps is in 1/255 units and must be in [0, 255], got {bad} (for eps = 4/255 pass 4).")

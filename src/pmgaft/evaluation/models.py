@@ -101,7 +101,8 @@ def model_specs(model: str | None, pretrained: str | None, checkpoints: list[str
     """The grid's models: the base model (when pretrained is given or there is no checkpoint) + checkpoints."""
     specs: list[ModelSpec] = []
     if model and (pretrained is not None or not checkpoints):
-        default = model if pretrained is None else f"{model}_{Path(pretrained).stem if '/' in pretrained else pretrained}"
+        tag = None if pretrained is None else (Path(pretrained).stem if "/" in pretrained else pretrained)
+        default = model if tag is None else f"{model}_{tag}"
         is_file = pretrained is not None and Path(pretrained).expanduser().is_file()
         specs.append(ModelSpec(safe_name(label or default), model, pretrained, is_checkpoint=is_file))
     tag = pretrained if pretrained and "/" not in pretrained and not Path(pretrained).is_file() else None
