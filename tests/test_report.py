@@ -90,6 +90,6 @@ def test_report_on_an_empty_directory_says_what_to_do(tmp_path, capsys):
 def test_reproduce_dry_run_prints_the_plan_and_cost(tmp_path, capsys):
     assert main(["reproduce", "--data-root", str(tmp_path), "--out", str(tmp_path / "rep"), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "pmgaft train --config configs/pmgaft.yaml" in text and "pmgaft eval --protocol paper" in text
+    assert "pmgaft train --config configs/pmg_aft.yaml" in text and "pmgaft eval --protocol paper" in text
     assert "pmgaft report" in text and "GPU-h" in text
     assert not (tmp_path / "rep").exists()

@@ -16,16 +16,16 @@ from pmgaft.data import PAPER_DATASETS
 from pmgaft.errors import PmgaftError
 
 # method -> training config file under --configs (None: evaluated as is)
-METHODS: dict[str, str | None] = {"clip": None, "ft-clean": "ft_clean.yaml", "tecoa": "tecoa.yaml",
-                                  "fare": "fare.yaml", "pmgaft": "pmgaft.yaml", "tga-zsr": "tga_zsr.yaml"}
+METHODS: dict[str, str | None] = {"clip": None, "ft_clean": "ft_clean.yaml", "tecoa": "tecoa.yaml",
+                                  "fare": "fare.yaml", "pmg_aft": "pmg_aft.yaml", "tga_zsr": "tga_zsr.yaml"}
 
 # --- cost model: stated assumptions, ViT-B/32 at 224 px, fp32/TF32, batch >= 128 -------------------------------
 FWD_BWD_IMAGES_PER_S = {"A100": 1000.0, "H100": 2000.0}  # forward+backward (input gradient) per second
 FORWARD_SPEEDUP = 3.0  # a forward pass alone costs ~1/3 of forward+backward
 TRAIN_IMAGES = 100_000 * 10  # TinyImageNet train x 10 epochs
 # forward+backward passes per training image: PGD-2 steps + the passes the loss needs (forward-only as 1/3)
-TRAIN_UNITS = {"ft-clean": 1.0, "tecoa": 2 + 1.0, "fare": 2 + 1 + 1 / 3, "pmgaft": 2 + 2 + 1 / 3,
-               "tga-zsr": 2 + 2 + 2 / 3}
+TRAIN_UNITS = {"ft_clean": 1.0, "tecoa": 2 + 1.0, "fare": 2 + 1 + 1 / 3, "pmg_aft": 2 + 2 + 1 / 3,
+               "tga_zsr": 2 + 2 + 2 / 3}
 AA_SURVIVORS = 0.3  # fraction of images still robust after APGD-CE (what the costly AutoAttack stages see)
 # per test image: PGD-100 + CW-100 (100 each), AutoAttack: APGD-CE 100, then on survivors APGD-T 9x100,
 # FAB-T 9x100, Square 5000 queries (forward only); clean pass 1/3
@@ -81,7 +81,7 @@ def build_plan(args: argparse.Namespace, known: set[str] | None = None) -> Plan:
         if config is None:
             continue
         run_dir = out / "runs" / method
-        cmd = ["train", "--config", str(args.configs / config), "--out", str(run_dir), "--recipe", args.recipe,
+        cmd = ["train", "--config", str(args.configs / config), "--out-dir", str(run_dir), "--recipe", args.recipe,
                "--method", method]
         cmd += [x for flag, value in optional.items() if known is None or flag in known for x in (flag, value)]
         steps.append(cmd)
