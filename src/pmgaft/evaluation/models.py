@@ -65,12 +65,14 @@ class ModelSpec:
         return file_sha256(self.pretrained) if self.is_checkpoint and Path(str(self.pretrained)).is_file() else None
 
     def method(self) -> dict[str, Any]:
-        """method / recipe / step as known from the checkpoint (or "clip" for unmodified weights)."""
+        """method / recipe / step / fine-tuning set as known from the checkpoint ("clip" for unmodified weights)."""
         if not self.is_checkpoint:
-            return {"method": "clip" if self.pretrained else "random-init", "recipe": None, "step": None}
+            return {"method": "clip" if self.pretrained else "random-init", "recipe": None, "step": None,
+                    "train_dataset": None}
         md = self.metadata
         return {"method": md.get("pmgaft_method", "unknown"), "recipe": md.get("pmgaft_recipe"),
-                "step": int(md["step"]) if str(md.get("step", "")).isdigit() else md.get("step")}
+                "step": int(md["step"]) if str(md.get("step", "")).isdigit() else md.get("step"),
+                "train_dataset": md.get("pmgaft_dataset")}
 
     def identity(self) -> dict[str, Any]:
         """What determines the weights without loading them (part of every cell's fingerprint)."""

@@ -1,7 +1,8 @@
 """Paper-style tables from result cards: datasets x models, cells "robust/clean" in %, one per (attack, eps).
 
-Two average rows as in the paper: over the zero-shot sets (every dataset but the fine-tuning set,
-TinyImageNet) and over all sets; each averages the datasets that have a result in that column.
+Two average rows as in the paper: over the zero-shot sets (every dataset but the fine-tuning sets: TinyImageNet
+and whatever set a model in the table was fine-tuned on, from its checkpoint metadata) and over all sets; each
+averages the datasets that have a result in that column.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Table:
     models: list[str]
     datasets: list[str]
     cells: dict[tuple[str, str], dict[str, Any]]  # (dataset, model) -> card
+    fine_tune_sets: frozenset[str] = frozenset()  # excluded from the zero-shot average
 
     @property
     def title(self) -> str:
@@ -36,17 +38,17 @@ class Table:
         return 100 * card["robust_accuracy"], 100 * card["clean_accuracy"]
 
     def average(self, model: str, zero_shot_only: bool) -> tuple[float, float, int] | None:
-        vals = [v for d in self.datasets if not zero_shot_only or is_zero_shot(d)
+        vals = [v for d in self.datasets if not zero_shot_only or self.is_zero_shot(d)
                 for v in [self.value(d, model)] if isinstance(v, tuple)]
         if not vals:
             return None
         return sum(r for r, _ in vals) / len(vals), sum(c for _, c in vals) / len(vals), len(vals)
 
 
-def is_zero_shot(dataset: str) -> bool:
-    """Every set but the fine-tuning one (registered with role "fine-tune", i.e. TinyImageNet)."""
-    spec = DATASETS.get(dataset)
-    return spec is None or spec.role != "fine-tune"
+    def is_zero_shot(self, dataset: str) -> bool:
+        """Every set but the fine-tuning ones: role "fine-tune" (TinyImageNet) or a model's training set."""
+        spec = DATASETS.get(dataset)
+        return dataset not in self.fine_tune_sets and (spec is None or spec.role != "fine-tune")
 
 
 def _dataset_order(names: set[str]) -> list[str]:
@@ -63,8 +65,10 @@ def build_tables(cards: list[dict[str, Any]]) -> list[Table]:
         if model not in t.models:
             t.models.append(model)
         t.cells[(dataset, model)] = card
+    trained_on = frozenset(c["model"].get("train_dataset") for c in cards if c["model"].get("train_dataset"))
     for t in tables.values():
         t.datasets = _dataset_order({d for d, _ in t.cells})
+        t.fine_tune_sets = trained_on
     return [tables[k] for k in sorted(tables, key=lambda k: (k[0] != "none", k[0], k[1]))]
 
 

@@ -127,7 +127,10 @@ def _create(name: str, tag: str | None) -> nn.Module:
                               if tags else f"model {name!r} has no pretrained tags in open_clip; pass a local "
                               f"checkpoint file or pretrained=None.")
     try:
-        if tag is None or _hub_reachable():
+        if tag is None:
+            with _quiet_random_init_warning():  # weights come from a file next, or None was asked for
+                return open_clip.create_model(name, pretrained=None, device="cpu")
+        if _hub_reachable():
             return open_clip.create_model(name, pretrained=tag, device="cpu")
         with _hub_offline():  # unreachable hub: use the local cache only, fail at once instead of retrying
             return open_clip.create_model(name, pretrained=tag, device="cpu")
@@ -140,6 +143,22 @@ def _create(name: str, tag: str | None) -> nn.Module:
             f"with internet run once `python -c \"import open_clip; open_clip.create_model('{name}', "
             f"pretrained='{tag}')\"` (it caches the file), or download the weights and pass their path: "
             f"--pretrained /path/to/weights.pt") from None
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" on the root logger."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

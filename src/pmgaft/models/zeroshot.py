@@ -65,6 +65,15 @@ def build_text_embeddings(model: nn.Module, tokenizer: Callable, classnames: Seq
     return emb
 
 
+def preprocess_images(x: torch.Tensor, image_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images [B, 3, H, W] of any size -> bicubic resize to ``image_size`` -> (x - mean) / std."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise PmgaftError(f"expected images [B, 3, H, W] in [0, 1], got shape {tuple(x.shape)}")
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False)
+    return (x - mean.view(1, 3, 1, 1).to(x)) / std.view(1, 3, 1, 1).to(x)
+
+
 class ZeroShotClassifier(nn.Module):
     """CLIP as a classifier over fixed class prompts: ``forward(x [B,3,H,W] in [0,1]) -> logits [B, C]``.
 
@@ -122,11 +131,7 @@ class ZeroShotClassifier(nn.Module):
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images of any size -> normalized model input at ``image_size`` (bicubic, as CLIP)."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PmgaftError(f"expected images [B, 3, H, W] in [0, 1], got shape {tuple(x.shape)}")
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return preprocess_images(x, self.image_size, self.mean, self.std)
 
     def image_features(self, x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """Image embeddings [B, D] of [0, 1] images (unnormalized with ``normalize=False``, as FARE uses)."""
