@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 import yaml
 
+from pmgaft.data.transforms import PRESETS as TRANSFORMS
 from pmgaft.errors import PmgaftError
-from pmgaft.methods import METHODS, AttackSettings
+from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
+from pmgaft.methods import METHODS, AttackSettings, build_method
+from pmgaft.models import NORMALIZATIONS
+from pmgaft.prompts import PROMPT_STYLES
 from pmgaft.training.recipes import RECIPES
-from pmgaft.utils import did_you_mean, lookup
+from pmgaft.utils import did_you_mean, lookup, resolve_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -116,7 +122,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise PmgaftError(f"config file {path} must hold a mapping of keys, got {type(values).__name__}.")
     check_keys(values, str(path))
-    return values
+    return _numbers_from_strings(values)
+
+
+def _numbers_from_strings(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 (PyYAML) reads ``5e-5`` as a string: turn such strings into floats for the float-typed keys."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = dict(values)
+    for key, value in values.items():
+        if isinstance(value, str) and float in (typing.get_args(hints[key]) or (hints[key],)):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass  # check_types names it
+    return out
 
 
 def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
@@ -132,12 +151,59 @@ def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str 
     return config
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """``value`` fits the field's annotation (ints where floats are expected; never a bool for a number)."""
+    options = typing.get_args(hint) or (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+        if option in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return option is float or isinstance(value, int)
+        if option is str and isinstance(value, str):
+            return True
+    return False
+
+
+def check_types(config: TrainConfig) -> None:
+    """PmgaftError naming the first value whose type does not fit (e.g. ``lr: abc`` in a YAML file)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        if not _type_ok(value, hints[f.name]):
+            expected = " or ".join("null" if a is type(None) else a.__name__
+                                   for a in (typing.get_args(hints[f.name]) or (hints[f.name],)))
+            raise PmgaftError(f"config key {f.name!r} must be {expected}, got {value!r}.")
+
+
+def check_device(device: str) -> torch.device:
+    """The device ``device`` names, or a PmgaftError when it is malformed or not available here."""
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError:
+        raise PmgaftError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PmgaftError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu or auto.")
+    return resolved
+
+
 def validate(config: TrainConfig) -> None:
     """Value checks that need no data or model (run before any work)."""
+    check_types(config)
     lookup(RECIPES, config.recipe, "recipe")
     lookup(METHODS, config.method, "method")
     lookup({p: p for p in PRECISIONS}, config.precision, "precision")
     lookup({o: o for o in OPTIMIZERS}, config.optimizer, "optimizer")
+    lookup({k: k for k in KL_REDUCTIONS}, config.kl_reduction, "kl_reduction")
+    lookup({k: k for k in KL_DIRECTIONS}, config.kl_direction, "kl_direction")
+    lookup(NORMALIZATIONS, config.normalization, "normalization")
+    lookup(PROMPT_STYLES, config.prompt_style, "prompt_style")
+    lookup(TRANSFORMS, config.transform, "transform")
+    if config.logit_scale != "model" and not (isinstance(config.logit_scale, (int, float))
+                                              and config.logit_scale > 0):
+        raise PmgaftError(f"logit_scale must be 'model' or a positive number (1 = raw cosine), "
+                          f"got {config.logit_scale!r}.")
     positive = {"batch_size": config.batch_size, "epochs": config.epochs, "lr": config.lr,
                 "log_every": config.log_every}
     for key, value in positive.items():
@@ -147,12 +213,21 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, key)
         if value is not None and value <= 0:
             raise PmgaftError(f"{key} must be > 0 when given, got {value}.")
+    for key in ("momentum", "weight_decay", "num_workers"):
+        value = getattr(config, key)
+        if value is not None and value < 0:
+            raise PmgaftError(f"{key} must be >= 0, got {value}.")
     if config.eps < 0 or config.step_size < 0 or config.attack_steps < 0 or config.val_attack_steps < 0:
         raise PmgaftError("eps, step_size (in 1/255 units), attack_steps and val_attack_steps must be >= 0.")
+    if config.eps > 255 or config.step_size > 255:
+        raise PmgaftError(f"eps and step_size are in 1/255 units and must be <= 255, got eps={config.eps}, "
+                          f"step_size={config.step_size} (for eps = 4/255 pass 4).")
     if config.warmup_steps < 0 or not 0 <= config.val_fraction < 1 or (config.val_size or 0) < 0:
         raise PmgaftError("warmup_steps must be >= 0, val_fraction in [0, 1), val_size >= 0.")
     if config.grad_accum is not None and config.micro_batch is not None:
         raise PmgaftError("give either grad_accum or micro_batch, not both.")
+    check_device(config.device)
+    build_method(config)  # the method's own argument checks (alpha, beta, KL settings)
 
 
 def config_to_yaml(config: TrainConfig) -> str:
