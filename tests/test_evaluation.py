@@ -135,6 +135,8 @@ def test_failures_are_recorded_and_the_grid_goes_on(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--eps", "300"], "1/255 units"),
     (["--n-samples", "-1"], "--n-samples"),
+    (["--workers", "-1"], "--workers"),
+    (["--device", "foo"], "unknown device 'foo'"),
     (["--checkpoint", "/nonexistent/x.safetensors"], None),
 ])
 def test_bad_arguments(tmp_path, capsys, argv, message):
@@ -158,3 +160,17 @@ def test_protocols_and_overrides():
     cli.add_arguments(parser)
     p = cli.resolve_protocol(parser.parse_args(["--protocol", "fare", "--eps", "8", "--n-samples", "50"]))
     assert p.eps == (8.0,) and p.samples_for("imagenet") == 50 and p.prompts == "ensemble"
+
+
+@pytest.mark.parametrize("module", ["pmgaft.evaluation.cli", "pmgaft.evaluation.report", "pmgaft.evaluation.reproduce",
+                                    "pmgaft.data.cli", "pmgaft.training.cli"])
+def test_every_flag_has_help(module):
+    """Each option of eval/report/reproduce/datasets/train says what it is (no bare flags, no placeholders)."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(module).add_arguments(parser)
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help and len(action.help.split()) >= 3, (module, action.dest, action.help)

@@ -16,10 +16,12 @@ from pmgaft.evaluation.models import model_specs
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
 from pmgaft.models import NORMALIZATIONS
 from pmgaft.prompts import PROMPT_STYLES
+from pmgaft.training.config import check_device
 from pmgaft.utils import lookup
 
 
-def _logit_scale(text: str) -> str | float:
+def parse_logit_scale(text: str) -> str | float:
+    """``--logit-scale``: 'model' (CLIP's learned scale) or a positive number (1 = raw cosine logits)."""
     if text == "model":
         return text
     try:
@@ -39,32 +41,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "--checkpoint: only the checkpoints are evaluated")
     m.add_argument("--label", help="label of the --model entry in the results (default: MODEL_PRETRAINED)")
     m.add_argument("--checkpoint", action="append", default=[], metavar="[LABEL=]PATH",
-                   help="a fine-tuned checkpoint to evaluate (repeatable)")
+                   help="a fine-tuned checkpoint to evaluate, e.g. pmgaft=runs/pmg_aft/best.safetensors (repeatable)")
     g = parser.add_argument_group("grid (defaults from --protocol)")
-    g.add_argument("--protocol", default="paper", choices=list(PROTOCOLS), help="evaluation preset (default: paper)")
-    g.add_argument("--datasets", nargs="+", metavar="NAME", help="registered names or folder:PATH")
-    g.add_argument("--attacks", nargs="+", choices=list(ATTACKS))
-    g.add_argument("--eps", nargs="+", type=float, metavar="K", help="L-inf radii in 1/255 units (e.g. 1 2 4)")
-    g.add_argument("--steps", nargs="+", type=int, help="attack steps for pgd/cw (several: one cell each)")
-    g.add_argument("--step-size", type=float, metavar="K", help="PGD/CW step size in 1/255 units")
+    g.add_argument("--protocol", default="paper", choices=list(PROTOCOLS),
+                   help="evaluation preset: paper = PGD-100, CW-100, AutoAttack at 1/255 on full test sets; "
+                        "official-code = the released code's PGD-10; fare = AutoAttack at 2 and 4/255 on 1000 "
+                        "images per set (default: paper)")
+    g.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="registered names or folder:PATH (default: the 16 paper sets; `pmgaft datasets` lists them)")
+    g.add_argument("--attacks", nargs="+", choices=list(ATTACKS),
+                   help="pgd (CE), cw (PGD on the margin loss), autoattack (standard), none (clean only) "
+                        "(default: paper: pgd cw autoattack)")
+    g.add_argument("--eps", nargs="+", type=float, metavar="K", help="L-inf radii in 1/255 units, e.g. 1 2 4 (default: paper 1, fare 2 4)")
+    g.add_argument("--steps", nargs="+", type=int, help="attack steps for pgd/cw, several = one cell each (default: paper 100, official-code 10)")
+    g.add_argument("--step-size", type=float, metavar="K", help="PGD/CW step size in 1/255 units (default: 1)")
     g.add_argument("--n-samples", type=int, metavar="N",
-                   help="class-stratified seeded subset of N test images per dataset (0: full test set)")
-    g.add_argument("--prompts", choices=list(PROMPT_STYLES))
-    g.add_argument("--transform", choices=["clip", "official"], help="image preprocessing preset")
-    g.add_argument("--normalization", choices=list(NORMALIZATIONS))
-    g.add_argument("--logit-scale", type=_logit_scale, help="'model' (100 for OpenAI CLIP) or a number (1: cosine)")
+                   help="class-stratified seeded subset of N test images per dataset, 0 = full test set "
+                        "(default: paper full; fare 1000, ImageNet 5000)")
+    g.add_argument("--prompts", choices=list(PROMPT_STYLES),
+                   help="paper = one prompt per class as the released code, ensemble = CLIP_benchmark templates "
+                        "(default: paper; fare: ensemble)")
+    g.add_argument("--transform", choices=["clip", "official"],
+                   help="image preprocessing preset: clip = Resize(224, bicubic)+CenterCrop, small sets at native "
+                        "size; official = the released code's Resize(256)+CenterCrop(224) (default: clip)")
+    g.add_argument("--normalization", choices=list(NORMALIZATIONS),
+                   help="input mean/std applied inside the model (default: clip; official-code: imagenet)")
+    g.add_argument("--logit-scale", type=parse_logit_scale, help="logits = SCALE x cosine: 'model' (100 for OpenAI CLIP) or a number, 1 = raw cosine "
+                        "(default: model; official-code: 1)")
     g.add_argument("--split", help="dataset split (default: test)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="seed of the subset and the attacks' random starts (default: 0)")
     r = parser.add_argument_group("running")
     r.add_argument("--out", "--results", dest="out", type=Path, default=Path("results"),
                    help="results directory (default: ./results)")
-    r.add_argument("--data-root", type=Path, default=Path("data"))
+    r.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding the datasets (default: ./data)")
     r.add_argument("--download", action="store_true", help="download datasets torchvision can fetch")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--batch-size", type=int, default=64, help="images per forward/attack batch (default: 64)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: autocast forward passes on CUDA (attack gradients stay fp32)")
-    r.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    r.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     r.add_argument("--skip-existing", action="store_true", help="resume: reuse finished cells and clean passes")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -96,6 +111,9 @@ def resolve_protocol(args: argparse.Namespace) -> Protocol:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise PmgaftError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    if args.workers < 0:
+        raise PmgaftError(f"--workers must be >= 0 (0: load data in the main process), got {args.workers}.")
+    check_device(args.device)
     protocol = resolve_protocol(args)
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label)
     cfg = GridConfig(protocol=protocol, out=args.out, data_root=args.data_root, batch_size=args.batch_size,

@@ -22,8 +22,9 @@ FORMATS = ("md", "csv", "png")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, help="results directory written by `pmgaft eval`")
     parser.add_argument("--out", type=Path, help="where to write the report (default: RESULTS/report)")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), help="outputs to write")
-    parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
+                        help="outputs: md (report.md), csv (tables + results.csv), png (plots) (default: all)")
+    parser.add_argument("--quiet", action="store_true", help="write the report without printing the tables")
 
 
 def build_report(cards: list[dict[str, Any]], title: str = "pmgaft results") -> tuple[str, list[str]]:

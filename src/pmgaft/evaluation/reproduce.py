@@ -44,16 +44,25 @@ class Plan:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--pretrained", default="openai", help="open_clip tag or weights file")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    parser.add_argument("--recipe", choices=["paper", "official"], default="paper")
-    parser.add_argument("--configs", type=Path, default=Path("configs"), help="training configs directory")
-    parser.add_argument("--out", type=Path, default=Path("reproduce"))
-    parser.add_argument("--n-samples", type=int, help="evaluate on N images per set (default: full test sets)")
-    parser.add_argument("--gpu", choices=list(FWD_BWD_IMAGES_PER_S), default="A100", help="for the cost estimate")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", type=Path, required=True,
+                        help="folder holding TinyImageNet and the 15 zero-shot test sets (see `pmgaft datasets`)")
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
+    parser.add_argument("--pretrained", default="openai",
+                        help="open_clip tag or weights file of the starting / reference CLIP (default: openai)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="methods to train and evaluate; 'clip' = the pre-trained model as is (default: all)")
+    parser.add_argument("--recipe", choices=["paper", "official"], default="paper",
+                        help="training recipe: 'paper' (as written) or 'official' (the released PMG_AFT.py) "
+                             "(default: paper)")
+    parser.add_argument("--configs", type=Path, default=Path("configs"),
+                        help="folder of the per-method training configs METHOD.yaml (default: ./configs)")
+    parser.add_argument("--out", type=Path, default=Path("reproduce"),
+                        help="output folder: runs/, results/ and report/ go under it (default: ./reproduce)")
+    parser.add_argument("--n-samples", type=int,
+                        help="evaluate on a class-stratified subset of N images per set (default: full test sets)")
+    parser.add_argument("--gpu", choices=list(FWD_BWD_IMAGES_PER_S), default="A100",
+                        help="GPU the cost estimate assumes (default: A100)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the cost estimate only")
 
 

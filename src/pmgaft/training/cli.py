@@ -16,27 +16,81 @@ import argparse
 import typing
 from dataclasses import fields
 
+from pmgaft.data.transforms import PRESETS as TRANSFORMS
+from pmgaft.evaluation.cli import parse_logit_scale
+from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
 from pmgaft.methods import METHODS
+from pmgaft.models import NORMALIZATIONS
+from pmgaft.prompts import PROMPT_STYLES
 from pmgaft.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
 from pmgaft.training.recipes import RECIPES
 
 _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(OPTIMIZERS),
-            "precision": list(PRECISIONS), "kl_reduction": ["batchmean", "sum"],
-            "kl_direction": ["official", "reversed"], "device": None}
+            "precision": list(PRECISIONS), "kl_reduction": list(KL_REDUCTIONS), "kl_direction": list(KL_DIRECTIONS),
+            "normalization": list(NORMALIZATIONS), "prompt_style": list(PROMPT_STYLES),
+            "transform": list(TRANSFORMS)}
+# One line per config key: what it is and its units. The default (and what a recipe or method changes) is
+# appended by _help_for, so it cannot drift from RECIPES / Method.defaults.
 _HELP = {
-    "method": "training method", "recipe": "preset of every paper setting (PAPER.md)",
-    "model": "open_clip architecture", "pretrained": "open_clip tag or checkpoint path ('none': random init)",
-    "dataset": "training set (registered name or folder:PATH)", "data_root": "data root folder",
-    "out_dir": "run directory (default runs/METHOD-RECIPE)", "eps": "train attack eps in 1/255 units",
-    "step_size": "train attack step in 1/255 units", "logit_scale": "'model' or a number (1 = raw cosine)",
-    "micro_batch": "largest micro-batch per process; grad_accum is derived", "max_steps": "stop after N steps",
-    "val_size": "images held out of the training set for model selection",
-    "precision": "autocast dtype on CUDA (CPU: fp32)", "device": "auto, cpu, cuda or cuda:N",
+    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr",
+    "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
+    "model": "open_clip architecture of the model to fine-tune",
+    "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
+    "dataset": "training set: a registered name or folder:PATH",
+    "data_root": "folder holding the datasets",
+    "out_dir": "run directory for checkpoints and logs (default: runs/METHOD-RECIPE)",
+    "alpha": "weight of the first regularizer: PMG-AFT KL(P_ori||P_adv) (default 1), TGA-ZSR adversarial "
+             "attention distance (default 0.08)",
+    "beta": "weight of the second regularizer: PMG-AFT KL(P_clean||P_adv) (default 1), TGA-ZSR clean attention "
+            "distance (default 0.05)",
+    "kl_reduction": "PMG-AFT KL terms: 'batchmean' (averaged over the batch) or 'sum' (summed, as the released code)",
+    "kl_direction": "PMG-AFT KL direction: 'official' = KL(P_ori||P_adv), KL(P_clean||P_adv); 'reversed' = the "
+                    "released code before its 2024-05-29 fix",
+    "logit_scale": "zero-shot logits = SCALE x cosine: 'model' (CLIP's learned scale, 100) or a number (1 = raw "
+                   "cosine)",
+    "normalization": "input mean/std applied inside the model: 'clip' or 'imagenet'",
+    "prompt_style": "class prompts: 'train' = \"This is a photo of a {}\", 'paper' = per-dataset, 'ensemble'",
+    "transform": "image preprocessing preset ('train': Resize(256)+CenterCrop(224), native size for small images)",
+    "augment": "random resized crops and flips on the training images (not the paper's)",
+    "val_size": "images held out of the training set for model selection (default: val_fraction of it)",
+    "val_fraction": "fraction of the training set held out for model selection when val_size is not given",
+    "optimizer": "optimizer of the image tower: 'sgd' or 'adamw'",
+    "lr": "peak learning rate (after warm-up)",
+    "momentum": "SGD momentum (ignored by adamw)",
+    "weight_decay": "decoupled (adamw) or L2 (sgd) weight decay of the image tower",
+    "batch_size": "images per optimizer step, over all processes and micro-batches",
+    "grad_accum": "micro-batches per optimizer step per process (default: 1, or derived from --micro-batch)",
+    "micro_batch": "largest micro-batch per process; --grad-accum is derived from it (default: the whole "
+                   "per-process batch)",
+    "epochs": "passes over the training set (the cosine schedule spans all of them)",
+    "warmup_steps": "optimizer steps of linear learning-rate warm-up before the per-step cosine decay",
+    "precision": "autocast dtype on CUDA, fp32 master weights (the CPU always runs fp32)",
+    "seed": "seed of the data order, validation split, attack starts and random init",
+    "eps": "train-time PGD radius, L-inf, in 1/255 units",
+    "step_size": "train-time PGD step size in 1/255 units",
+    "attack_steps": "train-time PGD steps",
+    "random_start": "start the train-time PGD uniformly inside the eps-ball",
+    "val_attack_steps": "PGD steps of the validation attack used for model selection",
+    "device": "auto, cpu, cuda or cuda:N",
+    "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all)",
+    "num_workers": "data-loading worker processes",
+    "log_every": "optimizer steps between log lines",
+    "eval_every": "optimizer steps between validations (default: once per epoch)",
+    "save_every": "optimizer steps between checkpoints (default: once per epoch)",
+    "val_batch_size": "validation batch size (default: the per-process micro-batch size)",
+    "progress": "show a progress bar",
+    "resume": "continue the run in out_dir from its last checkpoint",
 }
 
 
-def _parse_scale(text: str) -> str | float:
-    return text if text == "model" else float(text)
+def _help_for(name: str, default: typing.Any) -> str:
+    """``_HELP[name]`` plus its default and what the recipes and methods set (argparse ``%`` escaped)."""
+    if default is None:  # the help text says what None means
+        return _HELP[name].replace("%", "%%")
+    changes = [f"recipe {r}: {v[name]}" for r, v in RECIPES.items() if name in v and v[name] != default]
+    changes += [f"{m}: {cls.defaults[name]}" for m, cls in METHODS.items() if name in cls.defaults]
+    text = f"{_HELP[name]} (default: {default}" + "".join(f"; {c}" for c in changes) + ")"
+    return text.replace("%", "%%")
 
 
 def _parse_optional_str(text: str) -> str | None:
@@ -45,18 +99,18 @@ def _parse_optional_str(text: str) -> str | None:
 
 def _flag_type(name: str, hint: typing.Any):
     if name == "logit_scale":
-        return _parse_scale
+        return parse_logit_scale
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     kind = args[0]
     return _parse_optional_str if kind is str and type(None) in typing.get_args(hint) else kind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("--config", help="YAML file of config keys (see configs/); flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = _HELP.get(f.name, f.name.replace("_", " "))
+        help_text = _help_for(f.name, f.default)
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
