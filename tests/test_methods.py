@@ -107,3 +107,16 @@ def test_one_sgd_step_lowers_the_loss_and_spares_the_original(models, name: str)
     assert all(p.grad is None for p in original.parameters())
     assert all(torch.equal(v, before[k]) for k, v in original.state_dict().items())
     assert all(p.grad is None for n, p in target.clip.named_parameters() if not n.startswith("visual."))
+
+
+def test_tga_zsr_maps_live_on_the_model_input_grid(models, monkeypatch) -> None:
+    """Small images (CIFAR 32 px fed natively) still get maps at the model's input size, as TGA-ZSR's 224 px."""
+    from pmgaft.methods import tga_zsr
+
+    target, original, x, y = models
+    sizes = []
+    real = tga_zsr.attention_maps
+    monkeypatch.setattr(tga_zsr, "attention_maps", lambda *a: sizes.append(a[2]) or real(*a))
+    small = torch.nn.functional.interpolate(x, size=16)
+    build_method(_config("tga_zsr")).losses(target, original, small, small, y)
+    assert sizes and all(s == (target.image_size, target.image_size) for s in sizes)

@@ -7,8 +7,6 @@ original model's clean embeddings). No labels, no text. FARE trains with AdamW (
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from pmgaft.attacks import pgd
@@ -38,6 +36,3 @@ class Fare(Method):
             clean = original.image_features(x, normalize=False)  # [B, D], a constant
         l2 = fare_loss(target.image_features(x_adv, normalize=False), clean)
         return {"l2": l2, "total": l2}
-
-    def hparams(self) -> dict[str, Any]:
-        return {}

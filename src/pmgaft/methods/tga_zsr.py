@@ -36,7 +36,9 @@ class TgaZsr(Method):
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         assert original is not None, "tga_zsr needs the original model"
-        size, b = (x.shape[-2], x.shape[-1]), len(x)
+        # maps on the model's input grid (224 for ViT-B/32), whatever the data's size: TGA-ZSR upsamples the
+        # 7x7 map to 224 px, and a map at a small set's native size would shrink the L2 terms (and alpha, beta)
+        size, b = (target.image_size, target.image_size), len(x)
         text = target.text_embeddings[y]  # [B, D], the ground-truth class
         pooled, tokens = image_tokens(target, torch.cat([x_adv, x]))  # [2B, D], [2B, N, D]
         z_adv = target.logits_from_features(pooled[:b])  # [B, C]
