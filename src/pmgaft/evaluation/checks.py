@@ -26,6 +26,12 @@ def _family(attack_id: str) -> str:
     return re.sub(r"\d+$", "", attack_id)
 
 
+def _rises(points: list[tuple[float, float]]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """Consecutive (x, robust) pairs, in order of x, where robust accuracy goes up by more than TOLERANCE."""
+    points = sorted(points)
+    return [(a, b) for a, b in zip(points, points[1:]) if b[1] > a[1] + TOLERANCE]
+
+
 def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
     """One line per suspicious finding, in a stable order."""
     notes: list[str] = []
@@ -46,17 +52,13 @@ def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
             by_steps[(c["model"]["label"], c["dataset"]["name"], a["name"], a["eps_255"])].append(
                 (a["steps"], c["robust_accuracy"]))
     for (model, dataset, attack), points in sorted(by_eps.items()):
-        points.sort()
-        for (e0, r0), (e1, r1) in zip(points, points[1:]):
-            if r1 > r0 + TOLERANCE:
-                notes.append(f"{model} / {dataset} / {attack}: robust accuracy rises with eps "
-                             f"({_pct(r0)} at {e0:g}/255 -> {_pct(r1)} at {e1:g}/255)")
+        for (e0, r0), (e1, r1) in _rises(points):
+            notes.append(f"{model} / {dataset} / {attack}: robust accuracy rises with eps "
+                         f"({_pct(r0)} at {e0:g}/255 -> {_pct(r1)} at {e1:g}/255)")
     for (model, dataset, attack, eps), points in sorted(by_steps.items()):
-        points.sort()
-        for (s0, r0), (s1, r1) in zip(points, points[1:]):
-            if r1 > r0 + TOLERANCE:
-                notes.append(f"{model} / {dataset} / {attack} eps={eps:g}/255: robust accuracy rises with steps "
-                             f"({_pct(r0)} at {s0} -> {_pct(r1)} at {s1})")
+        for (s0, r0), (s1, r1) in _rises(points):
+            notes.append(f"{model} / {dataset} / {attack} eps={eps:g}/255: robust accuracy rises with steps "
+                         f"({_pct(r0)} at {s0} -> {_pct(r1)} at {s1})")
     aa = {(c["model"]["label"], c["dataset"]["name"], c["attack"]["eps_255"]): c["robust_accuracy"]
           for c in ok if c["attack"]["name"] == "autoattack"}
     for c in ok:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pmgaft.errors import PmgaftError
 from pmgaft.models import LoadedClip, load_clip
+from pmgaft.training.checkpoint import read_metadata
 from pmgaft.utils import file_sha256, seed_everything
 
 _LABEL_OK = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -29,13 +30,7 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:  # SafetensorError: the file is not readable; load_clip will say so
-        raise PmgaftError(f"checkpoint {path} is not a readable safetensors file: {err}") from None
+    return read_metadata(path)
 
 
 @dataclass(frozen=True)

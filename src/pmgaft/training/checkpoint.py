@@ -48,11 +48,14 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, str]) -> Path
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The safetensors metadata of a pmgaft checkpoint."""
+    """The safetensors string metadata of a checkpoint (training and evaluation both read it through here)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # SafetensorError: truncated or not a safetensors file
+        raise PmgaftError(f"checkpoint {path} is not a readable safetensors file: {err}") from None
 
 
 def rng_state() -> dict[str, Any]:
