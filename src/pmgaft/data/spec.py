@@ -86,8 +86,9 @@ class DatasetSpec:
     def fix(self, root: str | Path) -> str:
         """How to get the data: the clause every error ends with."""
         if self.download:
+            offline = f"; offline: {self.source}" if self.offline and self.source else ""
             return (f"download it with `pmgaft datasets --data-root {root} --download {self.name}` "
-                    f"or load_dataset(..., download=True)")
+                    f"or load_dataset(..., download=True){offline}")
         return f"get it from {self.source}"
 
     def not_found(self, root: str | Path, split: str) -> PmgaftError:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from pmgaft.cli import main as pmgaft_main
+from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
 from pmgaft.quickstart.pretrain import PRETRAIN_DATASETS, PretrainConfig, pretrain_tiny_clip
 from pmgaft.quickstart.summary import print_table, summary_sentence
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="cap fine-tuning steps (0: whole epochs)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning SGD learning rate")
-    parser.add_argument("--eval-samples", type=int, default=2000,
+    parser.add_argument("--eval-samples", type=int, default=1000,
                         help="class-stratified test images per dataset (0: full test sets)")
     parser.add_argument("--attack-steps", type=int, default=10, help="PGD steps at evaluation")
     parser.add_argument("--alpha", type=float, default=1.0, help="PMG-AFT's alpha (generalization term)")
@@ -58,6 +59,15 @@ def _key(obj: object) -> str:
 
 def _step(n: int, total: int, text: str) -> None:
     print(f"\n[{n}/{total}] {text}", flush=True)
+
+
+def _ensure_fashion_mnist(data_root: Path) -> None:
+    """Fashion-MNIST from the Debian package or ``data_root``; else torchvision's download (needs internet)."""
+    from pmgaft.data import load_dataset
+
+    if DATASETS[FINE_TUNE_SET].locate(data_root, "train") is None:
+        print(f"Fashion-MNIST not found (Debian package or {data_root}/fashion-mnist): downloading it ...")
+        load_dataset(FINE_TUNE_SET, data_root, "train", download=True)  # offline: a PmgaftError naming apt-get
 
 
 def _pretrained(args: argparse.Namespace) -> Path:
@@ -90,9 +100,9 @@ def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
     if not args.max_steps:
         flags.pop("max-steps")
     run_dir = args.out / "train" / f"{method}-{_key([flags, pretrained.name])}"
-    if (run_dir / "summary.json").is_file() and (run_dir / "best.safetensors").is_file():
+    if (run_dir / "summary.json").is_file():
         print(f"  cached: {run_dir}")
-        return run_dir / "best.safetensors"
+        return _selected_weights(run_dir)
     argv = ["train", *[a for k, v in flags.items() for a in (f"--{k}", str(v))], "--out-dir", str(run_dir)]
     if (run_dir / "train_state.pt").is_file():
         argv.append("--resume")
@@ -101,13 +111,21 @@ def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
     print("  $ pmgaft " + " ".join(argv), flush=True)
     if pmgaft_main(argv) != 0:
         raise PmgaftError(f"fine-tuning {method} failed (see above); its run folder is {run_dir}")
-    return run_dir / "best.safetensors"
+    return _selected_weights(run_dir)
+
+
+def _selected_weights(run_dir: Path) -> Path:
+    """best.safetensors (chosen on the validation split); a --max-steps run that stopped before its first
+    validation has only last.safetensors."""
+    best = run_dir / "best.safetensors"
+    return best if best.is_file() else run_dir / "last.safetensors"
 
 
 def run(args: argparse.Namespace) -> int:
     if args.eps <= 0 or args.eps > 255:
         raise PmgaftError(f"--eps is in 1/255 units and must be in (0, 255], got {args.eps}")
     started = time.time()
+    _ensure_fashion_mnist(args.data_root)
     total = 5
     _step(1, total, "Pre-train a tiny CLIP on real images (the stand-in for OpenAI's CLIP)")
     original = _pretrained(args)

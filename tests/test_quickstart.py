@@ -1,0 +1,81 @@
+"""A scaled-down quickstart, end to end through the same code path as `make quickstart` (fewer steps)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pmgaft.cli import main
+
+pytestmark = pytest.mark.slow
+
+EPS = 16.0
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    argv = ["quickstart", "--out", str(out), "--pretrain-steps", "150", "--max-steps", "40", "--batch-size", "64",
+            "--eval-samples", "200", "--attack-steps", "5", "--eps", f"{EPS:g}", "--no-progress"]
+    return out, argv
+
+
+def test_quickstart_end_to_end(quickstart_run, capsys):
+    out, argv = quickstart_run
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Zero-shot accuracy, PGD robust / clean (%)" in printed and "PMG-AFT" in printed
+    assert re.search(r"At eps 16/255 the original tiny CLIP", printed)
+
+    # 3 models x 3 held-out test sets x {clean, PGD}, one JSON each, none failed
+    cards = [json.loads(p.read_text()) for p in (out / "results").rglob("*.json")
+             if not p.name.endswith(".samples.json") and p.name != "clean.json"]
+    cells = {(c["model"]["label"], c["dataset"]["name"], c["attack"]["name"]) for c in cards}
+    assert cells == {(m, d, a) for m in ("original", "tecoa", "pmg_aft")
+                     for d in ("fashion_mnist", "mnist", "digits") for a in ("none", "pgd")}
+    assert not any("error" in c for c in cards)
+    pgd = {(c["model"]["label"], c["dataset"]["name"]): c for c in cards if c["attack"]["name"] == "pgd"}
+    assert all(c["attack"]["eps_255"] == EPS for c in pgd.values())
+
+    # the attack works: the original model collapses at the chosen eps ...
+    orig = pgd[("original", "fashion_mnist")]
+    assert orig["clean_accuracy"] >= 0.5
+    assert orig["robust_accuracy"] <= 0.5 * orig["clean_accuracy"]
+    # ... and fine-tuning on Fashion-MNIST makes both methods more robust there
+    for method in ("tecoa", "pmg_aft"):
+        assert pgd[(method, "fashion_mnist")]["robust_accuracy"] > orig["robust_accuracy"], method
+        assert pgd[(method, "fashion_mnist")]["model"]["method"] == method
+
+    # the Markdown report, the CSV and the plots exist and agree with the JSON
+    report = (out / "report" / "report.md").read_text()
+    for (label, dataset), c in pgd.items():
+        cell = f"{100 * c['robust_accuracy']:.2f}/{100 * c['clean_accuracy']:.2f}"
+        row = next(line for line in report.splitlines() if line.startswith(f"| {dataset} |") and cell in line)
+        assert row
+    assert list((out / "report").glob("*.csv")) and len(list((out / "report").glob("*.png"))) >= 2
+    assert all(p.stat().st_size > 5000 for p in (out / "report").glob("*.png"))
+
+
+def test_second_run_reuses_every_step(quickstart_run, capsys):
+    out, argv = quickstart_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached:") == 3  # pre-training and both fine-tuning runs
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == before
+
+
+def test_missing_fashion_mnist_offline_names_the_apt_command(tmp_path, monkeypatch, capsys):
+    from pmgaft.data import offline
+
+    monkeypatch.setattr(offline, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+
+    def offline_download(d):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(offline, "_download_fashion_mnist", offline_download)
+    assert main(["quickstart", "--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "fashion_mnist" in err and "apt-get install dataset-fashion-mnist" in err
+    assert "Traceback" not in err
