@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
             "--datasets", *EVAL_SETS, "--attacks", "none", "pgd", "--eps", f"{args.eps:g}",
             "--steps", str(args.attack_steps), "--step-size", f"{args.eps / 4:g}",
             "--n-samples", str(args.eval_samples), "--prompts", "paper", "--data-root", str(args.data_root),
-            "--out", str(results), "--seed", str(args.seed), "--device", "cpu", "--skip-existing"]
+            "--out", str(results), "--seed", str(args.seed), "--device", "cpu", "--batch-size", "256",
+            "--skip-existing"]
     if args.no_progress:
         argv.append("--no-progress")
     print("  $ pmgaft " + " ".join(argv), flush=True)
