@@ -75,6 +75,11 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def json_fingerprint(obj: Any, length: int = 16) -> str:
+    """A short stable hash of a JSON-able object (decides whether a cached result or run can be reused)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -13,7 +13,6 @@ identical runs (time stamps, duration, host, device) lives under ``"run"``.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import platform
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pmgaft.evaluation.models import safe_name
-from pmgaft.utils import atomic_write_json, atomic_write_text
+from pmgaft.utils import atomic_write_json, atomic_write_text, json_fingerprint
 
 SCHEMA = "pmgaft.result/1"
 CLEAN_SCHEMA = "pmgaft.clean/1"
@@ -66,7 +65,7 @@ def clean_path(root: str | Path, model: str, dataset: str) -> Path:
 
 def fingerprint(obj: Any) -> str:
     """A short stable hash of a JSON-able object (what decides whether a stored result can be reused)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_fingerprint(obj)
 
 
 @lru_cache(maxsize=1)

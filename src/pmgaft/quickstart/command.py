@@ -18,7 +18,6 @@ resumes, and a second run only prints the table again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from pmgaft.cli import main as pmgaft_main
 from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
+from pmgaft.utils import json_fingerprint
 from pmgaft.quickstart.pretrain import PRETRAIN_DATASETS, PretrainConfig, pretrain_tiny_clip
 from pmgaft.quickstart.summary import print_table, summary_sentence
 
@@ -51,10 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=1.0, help="PMG-AFT's beta (clean/adv consistency term)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _key(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -99,7 +95,7 @@ def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
         flags.pop("alpha"), flags.pop("beta")
     if not args.max_steps:
         flags.pop("max-steps")
-    run_dir = args.out / "train" / f"{method}-{_key([flags, pretrained.name])}"
+    run_dir = args.out / "train" / f"{method}-{json_fingerprint([flags, pretrained.name], 10)}"
     if (run_dir / "summary.json").is_file():
         print(f"  cached: {run_dir}")
         return _selected_weights(run_dir)

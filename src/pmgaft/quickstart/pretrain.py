@@ -23,7 +23,7 @@ from open_clip.loss import ClipLoss
 from pmgaft.data import load_dataset
 from pmgaft.models import NORMALIZATIONS, ZeroShotClassifier, load_clip, preprocess_images
 from pmgaft.prompts import PROMPT_STYLES, get_prompts
-from pmgaft.utils import atomic_write, atomic_write_json, seed_everything
+from pmgaft.utils import atomic_write, atomic_write_json, json_fingerprint, seed_everything
 
 PRETRAIN_DATASETS = ("fashion_mnist", "mnist", "digits")
 
@@ -32,7 +32,7 @@ PRETRAIN_DATASETS = ("fashion_mnist", "mnist", "digits")
 class PretrainConfig:
     model: str = "pmgaft-quick"
     datasets: tuple[str, ...] = PRETRAIN_DATASETS
-    steps: int = 1200
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -42,9 +42,7 @@ class PretrainConfig:
     extra: dict = field(default_factory=dict)
 
     def key(self) -> str:
-        import hashlib
-
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return json_fingerprint(asdict(self), 12)
 
 
 def caption_bank(dataset: str) -> list[list[str]]:
