@@ -56,7 +56,7 @@ def _dataset_order(names: set[str]) -> list[str]:
 
 
 def build_tables(cards: list[dict[str, Any]]) -> list[Table]:
-    """One table per (attack id, eps), models in first-seen order, datasets in the paper's order."""
+    """One table per (attack id, eps), models in the order they were evaluated, datasets in the paper's order."""
     tables: dict[TableKey, Table] = {}
     for card in cards:
         key = (card["attack"]["id"], float(card["attack"]["eps_255"]))
@@ -65,10 +65,16 @@ def build_tables(cards: list[dict[str, Any]]) -> list[Table]:
         if model not in t.models:
             t.models.append(model)
         t.cells[(dataset, model)] = card
+    evaluated = {}  # model label -> when its first cell was computed (the order given to `pmgaft eval`)
+    for card in cards:
+        stamp = str(card.get("run", {}).get("timestamp", ""))
+        label = card["model"]["label"]
+        evaluated[label] = min(evaluated.get(label, stamp), stamp)
     trained_on = frozenset(c["model"].get("train_dataset") for c in cards if c["model"].get("train_dataset"))
     for t in tables.values():
         t.datasets = _dataset_order({d for d, _ in t.cells})
         t.fine_tune_sets = trained_on
+        t.models.sort(key=lambda m: (evaluated[m], m))
     return [tables[k] for k in sorted(tables, key=lambda k: (k[0] != "none", k[0], k[1]))]
 
 

@@ -101,8 +101,9 @@ def _close_models(name: str) -> str:
 
     models = open_clip.list_models()
     close = difflib.get_close_matches(name, models, n=5, cutoff=0.4)
+    ours = sorted(p.stem for p in (resources.files("pmgaft") / "model_configs").iterdir() if p.name.endswith(".json"))
     return (f" Close matches: {', '.join(close)}." if close else "") + \
-        " `python -c 'import open_clip; print(open_clip.list_models())'` lists all; pmgaft adds pmgaft-tiny, pmgaft-micro."
+        f" `python -c 'import open_clip; print(open_clip.list_models())'` lists all; pmgaft adds {', '.join(ours)}."
 
 
 def _as_checkpoint_path(pretrained: str | os.PathLike | None) -> Path | None:
