@@ -174,3 +174,18 @@ def test_every_flag_has_help(module):
     for action in parser._actions:
         if action.dest != "help":
             assert action.help and len(action.help.split()) >= 3, (module, action.dest, action.help)
+
+
+def test_torchrun_processes_split_the_grid_between_them(tmp_path, monkeypatch):
+    """Under torchrun each rank takes every WORLD_SIZE-th (model, dataset) pair; together they cover the grid."""
+    argv = ["eval", "--model", "pmgaft-micro", "--datasets", "digits", "foolbox_cifar10", "foolbox_mnist",
+            "--attacks", "none", "--n-samples", "10", "--no-progress", "--device", "cpu"]
+    written = {}
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        out = tmp_path / f"rank{rank}"
+        assert main([*argv, "--out", str(out)]) == 0
+        written[rank] = {c["dataset"]["name"] for c in cards(out).values()}
+    assert written == {0: {"digits", "foolbox_mnist"}, 1: {"foolbox_cifar10"}}

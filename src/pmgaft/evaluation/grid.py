@@ -8,6 +8,7 @@ written as an error card and the grid goes on; ``KeyboardInterrupt`` stops it, f
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -201,18 +202,37 @@ def _errors(cells: list[Cell], cfg: GridConfig, model_info: dict[str, Any], fps:
     return cards
 
 
+def grid_shard() -> tuple[int, int, int]:
+    """(rank, world size, local rank) when launched by ``torchrun``; (0, 1, 0) otherwise."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
 def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> list[dict[str, Any]]:
-    """Evaluate every cell; returns the cards written (and, with ``skip_existing``, the ones reused)."""
+    """Evaluate every cell; returns the cards written (and, with ``skip_existing``, the ones reused).
+
+    Under ``torchrun --nproc_per_node N -m pmgaft eval ...`` the (model, dataset) pairs are dealt round-robin to
+    the N processes, each on its own GPU (``cuda:LOCAL_RANK``); every cell is its own file, so no gathering is
+    needed: run ``pmgaft report`` on the results folder afterwards.
+    """
     if cfg.precision not in PRECISIONS:
         raise PmgaftError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}.")
     device = resolve_device(cfg.device)
+    rank, world, local_rank = grid_shard()
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     if cfg.precision == "bf16" and device.type != "cuda":
         raise PmgaftError("--precision bf16 (autocast) is for CUDA only; on the CPU use --precision fp32.")
+    pairs = [(spec.label, d) for spec in models for d in cfg.protocol.datasets]
+    mine = {pair for i, pair in enumerate(pairs) if i % world == rank}
     cards: list[dict[str, Any]] = []
     for spec in models:
         t0 = time.time()
         model_info: dict[str, Any] = {"label": spec.label, "name": spec.name, "pretrained": spec.pretrained}
-        cells = [c for d in cfg.protocol.datasets for c in cells_for(spec.label, d, cfg.protocol)]
+        cells = [c for d in cfg.protocol.datasets if (spec.label, d) in mine
+                 for c in cells_for(spec.label, d, cfg.protocol)]
+        if not cells:
+            continue
         try:
             spec_id = spec.identity()
             model_info.update(name=spec.arch, sha256=spec.file_sha256, **spec.method())
