@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pmgaft import __version__
 
     parser = argparse.ArgumentParser(
-        prog="pmgaft", description="Zero-shot adversarial robustness of CLIP: PMG-AFT, its baselines, the 16-dataset evaluation.")
+        prog="pmgaft",
+        description="Zero-shot adversarial robustness of CLIP: PMG-AFT, its baselines, the 16-dataset evaluation.")
     parser.add_argument("--version", action="version", version=f"pmgaft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():

@@ -7,7 +7,6 @@ result is cached by its settings, so a second quickstart skips this step.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -96,7 +95,7 @@ def pretrain_tiny_clip(out_path: Path, data_root: Path, cfg: PretrainConfig, *, 
         counts = torch.multinomial(weights, cfg.batch_size, replacement=True, generator=gen).bincount(
             minlength=len(sources))
         pixels, texts = [], []
-        for (name, images, labels, captions), k in zip(sources, counts.tolist()):
+        for (_, images, labels, captions), k in zip(sources, counts.tolist()):
             if k == 0:
                 continue
             idx = torch.randint(len(images), (k,), generator=gen)

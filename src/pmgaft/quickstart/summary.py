@@ -45,7 +45,10 @@ def print_table(results: Path, *, labels: list[str], eps: float, fine_tune_set: 
     rows.append(["average, zero-shot sets",
                  *("{:5.1f} / {:5.1f}".format(*t.zero_shot_average(label, fine_tune_set)) for label in labels)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    def line(r: list[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     print(f"\nZero-shot accuracy, PGD robust / clean (%), L-inf eps = {eps:g}/255:\n")
     print(line(header))
     print("  ".join("-" * w for w in widths))
@@ -56,7 +59,9 @@ def print_table(results: Path, *, labels: list[str], eps: float, fine_tune_set: 
 
 def summary_sentence(t: QuickTable, *, eps: float, fine_tune_set: str) -> str:
     """What the numbers say: robustness gained where fine-tuned, and PMG-AFT vs TeCoA on the held-out sets."""
-    get = lambda d, label: t.cells.get((d, label), (float("nan"), float("nan")))
+    def get(dataset: str, label: str) -> tuple[float, float]:
+        return t.cells.get((dataset, label), (float("nan"), float("nan")))
+
     orig_r, orig_c = get(fine_tune_set, "original")
     tec_r, pmg_r = get(fine_tune_set, "tecoa")[0], get(fine_tune_set, "pmg_aft")[0]
     (tz_r, tz_c), (pz_r, pz_c) = (t.zero_shot_average(label, fine_tune_set) for label in ("tecoa", "pmg_aft"))
