@@ -1,4 +1,5 @@
 """load_clip: every checkpoint layout round-trips bit-exactly; bad input gives short, actionable errors."""
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,18 @@ def test_image_tower_only_checkpoint_keeps_text_tower(tmp_path, micro_clip):
     got = loaded.model.state_dict()
     assert torch.equal(got["visual.conv1.weight"], sd["visual.conv1.weight"])
     assert torch.equal(got["token_embedding.weight"], micro_clip.model.state_dict()["token_embedding.weight"])
+
+
+def test_image_tower_only_checkpoint_without_text_weights_warns(tmp_path, micro_clip):
+    """A random text tower makes every zero-shot number meaningless: loading one must not be silent."""
+    sd = _perturbed_state(micro_clip)
+    torch.save({k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}, tmp_path / "fare.pt")
+    with pytest.warns(UserWarning, match=r"only the image tower.*randomly initialised.*--pretrained"):
+        load_clip("pmgaft-micro", tmp_path / "fare.pt")
+    torch.save(sd, tmp_path / "full.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a full checkpoint carries its own text tower: no warning
+        load_clip("pmgaft-micro", tmp_path / "full.pt")
 
 
 def test_random_init_and_tokenizer(micro_clip):

@@ -85,7 +85,11 @@ def load_clip(name: str, pretrained: str | os.PathLike | None = None, *, device:
     path = _as_checkpoint_path(pretrained)
     if path is not None:
         model = _create(name, text_pretrained)
-        load_checkpoint_into(model, path, model_name=name)
+        if load_checkpoint_into(model, path, model_name=name) and text_pretrained is None:
+            warnings.warn(f"checkpoint {path} holds only the image tower and no text_pretrained tag was given: "
+                          f"the text tower of {name!r} is randomly initialised, so its zero-shot logits are "
+                          f"meaningless. Pass the tag of the weights it was fine-tuned from (load_clip(..., "
+                          f"text_pretrained='openai'); pmgaft eval: --pretrained openai).", stacklevel=2)
     else:
         model = _create(name, pretrained if pretrained is None else str(pretrained))
     model = model.to(device).eval()
@@ -231,6 +235,11 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def normalize_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Map any supported key layout onto ``model``'s open_clip key names."""
+    return _normalize(state_dict, model)[0]
+
+
+def _normalize(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """``normalize_keys``, and whether the checkpoint held only the image tower."""
     sd = dict(state_dict)
     for prefix in _PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
@@ -242,13 +251,16 @@ def normalize_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dic
         # image-tower-only checkpoint: keep the model's own text tower
         full = {k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}
         full.update({f"visual.{k}": v for k, v in sd.items()})
-        sd = full
-    return sd
+        return full, True
+    return sd, False
 
 
-def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, *, model_name: str = "?") -> None:
-    """Load checkpoint ``path`` into ``model`` strictly, with a short message on architecture mismatch."""
-    sd = normalize_keys(read_state_dict(path), model)
+def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, *, model_name: str = "?") -> bool:
+    """Load checkpoint ``path`` into ``model`` strictly, with a short message on architecture mismatch.
+
+    Returns True when the file held only the image tower (``model`` then keeps its own text tower).
+    """
+    sd, image_tower_only = _normalize(read_state_dict(path), model)
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -264,3 +276,4 @@ def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, *, model_nam
                           + "; ".join(p for p in parts if p)
                           + ". Is --model the architecture the checkpoint was trained with?")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    return image_tower_only
