@@ -79,3 +79,14 @@ def test_missing_fashion_mnist_offline_names_the_apt_command(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "fashion_mnist" in err and "apt-get install dataset-fashion-mnist" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag, value", [("--pretrain-steps", "0"), ("--batch-size", "0"), ("--epochs", "0"),
+                                         ("--eval-samples", "-1"), ("--attack-steps", "-1"), ("--lr", "0")])
+def test_bad_flags_fail_up_front_with_a_message(tmp_path, capsys, flag, value):
+    # --pretrain-steps 0 used to die after loading 45k images with a ZeroDivisionError traceback
+    argv = ["quickstart", "--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data"), flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -121,6 +121,14 @@ def _selected_weights(run_dir: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.eps <= 0 or args.eps > 255:
         raise PmgaftError(f"--eps is in 1/255 units and must be in (0, 255], got {args.eps}")
+    for flag in ("pretrain_steps", "batch_size", "epochs"):  # checked before minutes of pre-training
+        if getattr(args, flag) < 1:
+            raise PmgaftError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("max_steps", "eval_samples", "attack_steps"):
+        if getattr(args, flag) < 0:
+            raise PmgaftError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if not args.lr > 0:
+        raise PmgaftError(f"--lr must be > 0, got {args.lr}")
     started = time.time()
     _ensure_fashion_mnist(args.data_root)
     total = 5
