@@ -127,3 +127,15 @@ def test_hub_unreachable_message(monkeypatch):
     monkeypatch.setattr(loading, "_hub_reachable", lambda *a, **k: False)
     with pytest.raises(PmgaftError, match=r"hub is unreachable.*--pretrained /path/to"):
         load_clip("ViT-B-32", "openai")
+
+
+def test_state_dict_hash_sees_names_shapes_dtypes_and_values():
+    from pmgaft.utils import state_dict_hash
+
+    w = torch.arange(6.0)
+    base = state_dict_hash({"w": w.view(2, 3)})
+    assert state_dict_hash({"w": w.view(2, 3).clone()}) == base
+    assert state_dict_hash({"w": w.view(3, 2)}) != base  # same values, other shape
+    assert state_dict_hash({"w": w.view(2, 3).double()}) != base
+    assert state_dict_hash({"v": w.view(2, 3)}) != base
+    assert state_dict_hash({"w": (w + 1).view(2, 3)}) != base

@@ -69,8 +69,9 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """Content hash of a state_dict (names, shapes, dtypes and values), independent of file format."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        tensor = state_dict[name]
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())  # the shape before flattening
+        t = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
