@@ -139,3 +139,16 @@ def test_state_dict_hash_sees_names_shapes_dtypes_and_values():
     assert state_dict_hash({"w": w.view(2, 3).double()}) != base
     assert state_dict_hash({"v": w.view(2, 3)}) != base
     assert state_dict_hash({"w": (w + 1).view(2, 3)}) != base
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    from pmgaft.utils import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the group/others, like open() would create

@@ -71,7 +71,8 @@ class ModelSpec:
 
     def identity(self) -> dict[str, Any]:
         """What determines the weights without loading them (part of every cell's fingerprint)."""
-        return {"label": self.label, "arch": self.arch, "pretrained": self.pretrained, "sha256": self.file_sha256}
+        return {"label": self.label, "arch": self.arch, "pretrained": self.pretrained, "sha256": self.file_sha256,
+                "text_pretrained": self.text_pretrained}  # an image-tower-only checkpoint's text tower
 
     def load(self, *, device: str, seed: int) -> LoadedClip:
         seed_everything(seed)  # random-init models are the same in every run
