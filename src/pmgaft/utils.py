@@ -105,6 +105,13 @@ def lookup(registry: dict[str, Any], name: str, what: str) -> Any:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> cuda when available else cpu; a PmgaftError for malformed or unavailable devices."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise PmgaftError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PmgaftError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu or auto.")
+    return resolved

@@ -16,8 +16,7 @@ from pmgaft.evaluation.models import model_specs
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
 from pmgaft.models import NORMALIZATIONS
 from pmgaft.prompts import PROMPT_STYLES
-from pmgaft.training.config import check_device
-from pmgaft.utils import lookup
+from pmgaft.utils import lookup, resolve_device
 
 
 def parse_logit_scale(text: str) -> str | float:
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise PmgaftError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.workers < 0:
         raise PmgaftError(f"--workers must be >= 0 (0: load data in the main process), got {args.workers}.")
-    check_device(args.device)
+    resolve_device(args.device)  # malformed or unavailable: a PmgaftError before any work
     protocol = resolve_protocol(args)
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label)
     cfg = GridConfig(protocol=protocol, out=args.out, data_root=args.data_root, batch_size=args.batch_size,

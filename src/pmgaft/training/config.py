@@ -13,7 +13,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import yaml
 
 from pmgaft.data.transforms import PRESETS as TRANSFORMS
@@ -177,17 +176,6 @@ def check_types(config: TrainConfig) -> None:
             raise PmgaftError(f"config key {f.name!r} must be {expected}, got {value!r}.")
 
 
-def check_device(device: str) -> torch.device:
-    """The device ``device`` names, or a PmgaftError when it is malformed or not available here."""
-    try:
-        resolved = resolve_device(device)
-    except RuntimeError:
-        raise PmgaftError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise PmgaftError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu or auto.")
-    return resolved
-
-
 def validate(config: TrainConfig) -> None:
     """Value checks that need no data or model (run before any work)."""
     check_types(config)
@@ -226,7 +214,7 @@ def validate(config: TrainConfig) -> None:
         raise PmgaftError("warmup_steps must be >= 0, val_fraction in [0, 1), val_size >= 0.")
     if config.grad_accum is not None and config.micro_batch is not None:
         raise PmgaftError("give either grad_accum or micro_batch, not both.")
-    check_device(config.device)
+    resolve_device(config.device)  # malformed or unavailable: a PmgaftError before any work
     build_method(config)  # the method's own argument checks (alpha, beta, KL settings)
 
 
