@@ -53,26 +53,25 @@ def test_checkpoint_formats_round_trip_bit_exactly(tmp_path: Path, micro_clip, f
     assert loaded.pretrained == str(path) and loaded.weights_hash != micro_clip.weights_hash
 
 
-def test_image_tower_only_checkpoint_keeps_text_tower(tmp_path, micro_clip):
+def test_image_tower_only_checkpoint_takes_the_text_tower_from_the_base_weights(tmp_path, micro_clip):
     sd = _perturbed_state(micro_clip)
-    visual = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
-    torch.save(visual, tmp_path / "fare_style.pt")
-    torch.manual_seed(0)
-    loaded = load_clip("pmgaft-micro", tmp_path / "fare_style.pt")
+    torch.save({k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}, tmp_path / "fare.pt")
+    torch.save(micro_clip.model.state_dict(), tmp_path / "base.pt")
+    loaded = load_clip("pmgaft-micro", tmp_path / "fare.pt", text_pretrained=tmp_path / "base.pt")
     got = loaded.model.state_dict()
     assert torch.equal(got["visual.conv1.weight"], sd["visual.conv1.weight"])
     assert torch.equal(got["token_embedding.weight"], micro_clip.model.state_dict()["token_embedding.weight"])
 
 
-def test_image_tower_only_checkpoint_without_text_weights_warns(tmp_path, micro_clip):
-    """A random text tower makes every zero-shot number meaningless: loading one must not be silent."""
+def test_image_tower_only_checkpoint_without_base_weights_is_an_error(tmp_path, micro_clip):
+    """A random text tower makes every zero-shot number meaningless: refuse, and name the fix."""
     sd = _perturbed_state(micro_clip)
     torch.save({k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}, tmp_path / "fare.pt")
-    with pytest.warns(UserWarning, match=r"only the image tower.*randomly initialised.*--pretrained"):
+    with pytest.raises(PmgaftError, match=r"only the image tower.*--pretrained openai"):
         load_clip("pmgaft-micro", tmp_path / "fare.pt")
     torch.save(sd, tmp_path / "full.pt")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a full checkpoint carries its own text tower: no warning
+        warnings.simplefilter("error")  # a full checkpoint carries its own text tower: nothing to say
         load_clip("pmgaft-micro", tmp_path / "full.pt")
 
 
@@ -152,3 +151,49 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by the group/others, like open() would create
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that code from the checkpoint ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _planted(tmp_path: Path, micro_clip) -> tuple[Path, Path]:
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "malicious.pt"
+    torch.save({"state_dict": micro_clip.model.state_dict(), "payload": _Payload(marker)}, path)
+    return path, marker
+
+
+def test_a_planted_pickle_never_runs(tmp_path, micro_clip):
+    path, marker = _planted(tmp_path, micro_clip)
+    torch.save(micro_clip.model.state_dict(), tmp_path / "base.pt")
+    for kwargs in ({"pretrained": path}, {"pretrained": tmp_path / "base.pt", "text_pretrained": path}):
+        with pytest.raises(PmgaftError, match=r"refusing to load .*malicious\.pt: it pickles .*--trust-checkpoint"):
+            load_clip("pmgaft-micro", **kwargs)
+    assert not marker.exists()
+
+
+def test_trusting_a_checkpoint_warns_before_it_is_unpickled(tmp_path, micro_clip):
+    path, marker = _planted(tmp_path, micro_clip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning raises: if it came after the load, the marker would exist
+        with pytest.raises(UserWarning, match="weights_only=False.*runs any code"):
+            load_clip("pmgaft-micro", path, trust_checkpoint=True)
+    assert not marker.exists()
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        loaded = load_clip("pmgaft-micro", path, trust_checkpoint=True)
+    assert marker.exists() and loaded.weights_hash == micro_clip.weights_hash  # the opt-in does load it
+
+
+def test_numpy_scalars_next_to_weights_load_safely(tmp_path, micro_clip):
+    import numpy as np
+
+    torch.save({"state_dict": micro_clip.model.state_dict(), "best_acc1": np.float64(31.5), "epoch": 3},
+               tmp_path / "np.pt")
+    assert load_clip("pmgaft-micro", tmp_path / "np.pt").weights_hash == micro_clip.weights_hash

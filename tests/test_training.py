@@ -103,9 +103,9 @@ def test_original_model_frozen_during_training(data_root: Path, tmp_path: Path, 
     real = loop._classifiers
 
     def spy(*args, **kwargs):
-        target, original = real(*args, **kwargs)
+        target, original, quick_gelu = real(*args, **kwargs)
         seen["original"], seen["before"] = original, {k: v.clone() for k, v in original.state_dict().items()}
-        return target, original
+        return target, original, quick_gelu
 
     monkeypatch.setattr(loop, "_classifiers", spy)
     assert main(_argv(data_root, tmp_path / "run", "--method", "tga_zsr", "--max-steps", "2")) == 0

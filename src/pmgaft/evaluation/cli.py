@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pmgaft.attacks import ATTACKS
+from pmgaft.cli_args import parse_logit_scale
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
 from pmgaft.evaluation.models import model_specs
@@ -17,19 +18,6 @@ from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
 from pmgaft.models import NORMALIZATIONS
 from pmgaft.prompts import PROMPT_STYLES
 from pmgaft.utils import lookup, resolve_device
-
-
-def parse_logit_scale(text: str) -> str | float:
-    """``--logit-scale``: 'model' (CLIP's learned scale) or a positive number (1 = raw cosine logits)."""
-    if text == "model":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--logit-scale takes 'model' or a positive number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--logit-scale must be positive, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pmgaft.errors import PmgaftError
 from pmgaft.models import LoadedClip, load_clip
-from pmgaft.training.checkpoint import read_metadata
+from pmgaft.models.checkpoint import read_metadata
 from pmgaft.utils import file_sha256, seed_everything
 
 _LABEL_OK = re.compile(r"[^A-Za-z0-9._+-]+")

@@ -1,8 +1,13 @@
-"""CLIP models: loading (open_clip tags, local checkpoints, tiny configs) and the zero-shot classifier."""
-from pmgaft.models.loading import (NORMALIZATIONS, LoadedClip, list_models, load_checkpoint_into, load_clip,
-                                   read_state_dict, register_model_configs)
+"""CLIP models: loading (open_clip tags, local checkpoints of every common layout, tiny configs), pmgaft's
+weights format, and the zero-shot classifier."""
+from pmgaft.models.checkpoint import (ModelRecord, all_finite, checkpoint_record, model_record, read_metadata,
+                                      save_weights, weights_metadata)
+from pmgaft.models.files import WeightsFile, read_weights
+from pmgaft.models.loading import NORMALIZATIONS, LoadedClip, list_models, load_clip, register_model_configs
 from pmgaft.models.zeroshot import (ZeroShotClassifier, build_text_embeddings, preprocess_images,
                                     text_tower_hash)
 
-__all__ = ["NORMALIZATIONS", "LoadedClip", "ZeroShotClassifier", "build_text_embeddings", "list_models",
-           "load_checkpoint_into", "load_clip", "preprocess_images", "read_state_dict", "register_model_configs", "text_tower_hash"]
+__all__ = ["NORMALIZATIONS", "LoadedClip", "ModelRecord", "WeightsFile", "ZeroShotClassifier", "all_finite",
+           "build_text_embeddings", "checkpoint_record", "list_models", "load_clip", "model_record",
+           "preprocess_images", "read_metadata", "read_weights", "register_model_configs", "save_weights",
+           "text_tower_hash", "weights_metadata"]

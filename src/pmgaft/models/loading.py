@@ -1,17 +1,19 @@
-"""Load CLIP models through open_clip: hub tags, local checkpoint files of every common layout, or random init.
+"""Load CLIP through open_clip -- built exactly as the weights were trained, from any common source.
 
-Checkpoint layouts understood by :func:`load_clip` (``pretrained=PATH``):
+``load_clip(name, pretrained)`` takes an open_clip hub tag (``openai``), a local weights file of any layout
+:mod:`pmgaft.models.files` reads (never executing code from it), or None (random init). It then
 
-* a plain state_dict in open_clip / OpenAI-CLIP key names (open_clip keeps OpenAI's names), ``.safetensors``,
-  ``.pt``, ``.pth`` or ``.bin``;
-* a dict wrapping it under ``state_dict`` / ``model`` / ``model_state_dict`` -- this covers the released
-  PMG-AFT / TeCoA code (``{"epoch", "state_dict", "best_acc1", "optimizer"}``);
-* keys prefixed with ``module.`` (DataParallel / DDP) or ``_orig_mod.`` (torch.compile);
-* OpenAI's TorchScript archives (``ViT-B-32.pt``) and their extra ``input_resolution`` / ``context_length`` /
-  ``vocab_size`` entries;
-* an image-tower-only state_dict (keys without the ``visual.`` prefix, as FARE and other robust-CLIP releases
-  ship): the image tower is replaced, the text tower keeps the architecture's weights -- so pass the matching
-  ``pretrained`` tag through ``text_pretrained`` in that case.
+1. decides the **activation**: OpenAI CLIP was trained with QuickGELU, open_clip's ``ViT-B-32`` config uses GELU
+   (open_clip only warns). The evidence, strongest first: an explicit ``quick_gelu=``; pmgaft's checkpoint
+   metadata; the hub tag's ``quick_gelu`` flag; an OpenAI file (TorchScript archive, OpenAI's extra entries, the
+   TeCoA lineage's released checkpoints); the base weights of an image-tower-only file (``text_pretrained``); a
+   ``-quickgelu`` architecture name. A plain state_dict that tells nothing gets the config's activation and a
+   warning naming the choice;
+2. builds the architecture (``force_quick_gelu``) and loads the weights strictly; an image-tower-only file (FARE,
+   TeCoA/PMG-AFT/TGA-ZSR releases) gets its text tower from ``text_pretrained`` (a tag or a file), which is
+   required; a shape mismatch names the architectures the file does fit;
+3. returns the model with what it was trained with: ``normalization`` and ``logit_scale`` (pmgaft checkpoints
+   record them; None = unknown, the evaluation protocol decides).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,22 +33,22 @@ import open_clip
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from pmgaft.errors import PmgaftError
+from pmgaft.models.architecture import matching_architectures
+from pmgaft.models.checkpoint import ModelRecord, checkpoint_record, model_record
+from pmgaft.models.files import CHECKPOINT_SUFFIXES, WeightsFile, read_weights
 from pmgaft.utils import did_you_mean, resolve_device, state_dict_hash
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-_PREFIXES = ("module.", "_orig_mod.")
-_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "clip": (tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)),
     "imagenet": (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)),  # what the released PMG-AFT code uses
 }
+QUICK_GELU_SUFFIX = "-quickgelu"
 _configs_registered = False
 
 
 @dataclass
 class LoadedClip:
-    """An open_clip model with everything needed to use it: tokenizer, input size, provenance."""
+    """An open_clip model with everything needed to use it: tokenizer, input size, how it was built and trained."""
 
     model: nn.Module
     tokenizer: Callable[..., torch.Tensor]
@@ -54,13 +56,20 @@ class LoadedClip:
     pretrained: str | None
     image_size: int
     weights_hash: str = field(repr=False)
+    quick_gelu: bool = False
+    activation_source: str = ""  # why this activation (for result cards and warnings)
+    normalization: str | None = None  # what the weights were trained with; None: unknown
+    logit_scale: str | float | None = None
+    record: ModelRecord = field(default_factory=ModelRecord, repr=False)
+    layout: str = ""  # the file layout the weights came from ("tag", "random", "safetensors", "released", ...)
+    notes: list[str] = field(default_factory=list, repr=False)
 
     def __iter__(self):  # ``model, tokenizer = load_clip(...)`` works
         return iter((self.model, self.tokenizer))
 
 
 def register_model_configs() -> None:
-    """Add pmgaft's tiny configs (``pmgaft-tiny``, ``pmgaft-micro``) to open_clip's registry."""
+    """Add pmgaft's tiny configs (``pmgaft-tiny``, ``pmgaft-micro``, ``pmgaft-quick``) to open_clip's registry."""
     global _configs_registered
     if not _configs_registered:
         open_clip.add_model_config(resources.files("pmgaft") / "model_configs")
@@ -72,32 +81,201 @@ def list_models() -> list[str]:
     return open_clip.list_models()
 
 
-def load_clip(name: str, pretrained: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-              text_pretrained: str | None = None) -> LoadedClip:
-    """Create open_clip model ``name`` and load ``pretrained`` (hub tag, local file, or None = random init).
+# --- where the weights come from ----------------------------------------------------------------------------
 
+@dataclass
+class _Source:
+    """Weights read from a file (or a tag's cached file), with the evidence they carry about the activation."""
+
+    label: str  # the tag or the path, as the user gave it
+    weights: WeightsFile | None  # None: random init
+    quick_gelu: bool | None = None  # what the source says; None: it does not tell
+    why: str = ""
+
+
+def _looks_like_path(pretrained: str | os.PathLike) -> bool:
+    text = str(pretrained)
+    return isinstance(pretrained, os.PathLike) or os.sep in text or text.endswith(CHECKPOINT_SUFFIXES) or \
+        Path(text).expanduser().is_file()
+
+
+def _source(name: str, pretrained: str | os.PathLike | None, trust: bool) -> _Source:
+    if pretrained is None:
+        return _Source("random init", None)
+    if _looks_like_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise PmgaftError(f"checkpoint file {str(path)!r} does not exist (pretrained= takes an open_clip tag such "
+                              f"as 'openai' or a path to a .pt/.pth/.bin/.safetensors file).")
+        weights = read_weights(path, trust=trust)
+        record = model_record(weights.metadata)
+        if record.quick_gelu is not None:
+            return _Source(str(path), weights, record.quick_gelu, "recorded in the pmgaft checkpoint")
+        if weights.openai:
+            return _Source(str(path), weights, True, f"OpenAI CLIP weights ({weights.layout} file)")
+        return _Source(str(path), weights, None)
+    tag = str(pretrained)
+    return _Source(tag, read_weights(_fetch_tag(name, tag)), _tag_quick_gelu(name, tag), f"open_clip tag {tag!r}")
+
+
+def _tag_quick_gelu(name: str, tag: str) -> bool:
+    base = name[: -len(QUICK_GELU_SUFFIX)] if name.endswith(QUICK_GELU_SUFFIX) else name
+    cfg = open_clip.get_pretrained_cfg(name, tag) or open_clip.get_pretrained_cfg(base, tag) or {}
+    return bool(cfg.get("quick_gelu", False))
+
+
+def _fetch_tag(name: str, tag: str) -> Path:
+    """The local file of open_clip tag ``tag`` for ``name`` (downloaded once, then from the HF cache)."""
+    from open_clip.pretrained import download_pretrained
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        raise PmgaftError(f"model {name!r} has no pretrained weights tagged {tag!r}.{did_you_mean(tag, tags)}"
+                          if tags else f"model {name!r} has no pretrained tags in open_clip; pass a local "
+                          f"checkpoint file or pretrained=None.")
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    try:
+        if _hub_reachable():
+            path = download_pretrained(cfg)
+        else:
+            with _hub_offline():  # unreachable hub: use the local cache only, fail at once instead of retrying
+                path = download_pretrained(cfg)
+    except (OSError, RuntimeError, ConnectionError, TimeoutError, ValueError) as err:
+        raise PmgaftError(
+            f"could not fetch open_clip weights {name!r}/{tag!r}: the model hub is unreachable or the download "
+            f"failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). On a machine "
+            f"with internet run once `python -c \"import open_clip; open_clip.create_model('{name}', "
+            f"pretrained='{tag}')\"` (it caches the file), or download the weights and pass their path: "
+            f"--pretrained /path/to/weights.pt") from None
+    if not path or not Path(path).is_file():
+        raise PmgaftError(f"open_clip tag {name!r}/{tag!r} resolved to no file ({path!r}).")
+    return Path(path)
+
+
+# --- the activation -----------------------------------------------------------------------------------------
+
+def _decide_quick_gelu(name: str, explicit: bool | None, main: _Source, base: _Source | None) -> tuple[bool, str]:
+    evidence = [(s.quick_gelu, s.why) for s in (main, base) if s is not None and s.quick_gelu is not None]
+    if name.endswith(QUICK_GELU_SUFFIX):
+        evidence.append((True, f"the architecture {name!r}"))
+    if explicit is not None:
+        conflicting = [why for value, why in evidence if value != explicit]
+        if conflicting:
+            warnings.warn(f"quick_gelu={explicit} was asked for, but {conflicting[0]} says quick_gelu="
+                          f"{not explicit}: the model will compute a different function from the one the weights "
+                          f"were trained with.", stacklevel=4)
+        return explicit, "asked for explicitly"
+    if evidence:
+        return evidence[0]
+    if main.weights is not None and _has_quick_gelu_weights(name):
+        warnings.warn(f"{main.label}: nothing tells which activation these weights were trained with; using the "
+                      f"{name!r} config's (GELU). If they come from OpenAI CLIP (or were fine-tuned from it), pass "
+                      f"quick_gelu=True (pmgaft: --quick-gelu).", stacklevel=4)
+        return False, "the architecture's config (nothing in the weights tells)"
+    return False, "the architecture's config"
+
+
+def _has_quick_gelu_weights(name: str) -> bool:
+    """Whether published weights for ``name`` were trained with QuickGELU (then a plain file is ambiguous)."""
+    variants = {name, name + QUICK_GELU_SUFFIX}
+    return any(_tag_quick_gelu(model, tag) for model, tag in open_clip.list_pretrained() if model in variants)
+
+
+# --- building ----------------------------------------------------------------------------------------------
+
+def load_clip(name: str | None, pretrained: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+              text_pretrained: str | os.PathLike | None = None, quick_gelu: bool | None = None,
+              trust_checkpoint: bool = False) -> LoadedClip:
+    """Create open_clip model ``name`` with the weights ``pretrained`` (hub tag, local file, or None = random).
+
+    ``name`` may be None for pmgaft checkpoints (their metadata names the architecture). ``text_pretrained``
+    (tag or file): the base weights an image-tower-only file was fine-tuned from; its text tower is used.
+    ``quick_gelu``: force the activation (None: decided from the weights, see the module docstring).
+    ``trust_checkpoint``: allow pickles that need more than ``torch.load(weights_only=True)`` (runs their code).
     The model is returned in eval mode on ``device``; the caller decides what to train.
     """
     register_model_configs()
+    device = resolve_device(device)
+    if name is None and pretrained is not None and _looks_like_path(pretrained):
+        name = checkpoint_record(Path(pretrained).expanduser()).arch
+    if not name:
+        raise PmgaftError(f"no architecture given and {pretrained} does not record one: pass the model name "
+                          f"(pmgaft: --model, e.g. ViT-B-32).")
     if name not in open_clip.list_models():
         raise PmgaftError(f"unknown model {name!r}.{_close_models(name)}")
-    device = resolve_device(device)
-    path = _as_checkpoint_path(pretrained)
-    if path is not None:
-        model = _create(name, text_pretrained)
-        if load_checkpoint_into(model, path, model_name=name) and text_pretrained is None:
-            warnings.warn(f"checkpoint {path} holds only the image tower and no text_pretrained tag was given: "
-                          f"the text tower of {name!r} is randomly initialised, so its zero-shot logits are "
-                          f"meaningless. Pass the tag of the weights it was fine-tuned from (load_clip(..., "
-                          f"text_pretrained='openai'); pmgaft eval: --pretrained openai).", stacklevel=2)
-    else:
-        model = _create(name, pretrained if pretrained is None else str(pretrained))
+    main = _source(name, pretrained, trust_checkpoint)
+    base = _source(name, text_pretrained, trust_checkpoint) if text_pretrained is not None else None
+    use_quick_gelu, why = _decide_quick_gelu(name, quick_gelu, main, base)
+    model = _create(name, use_quick_gelu)
+    notes = list(main.weights.notes) if main.weights is not None else []
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    layout = "random" if main.weights is None else main.weights.layout
+    if main.weights is not None:
+        tensors, tower_only = _open_clip_keys(main.weights, model)
+        if tower_only:
+            if base is None or base.weights is None:
+                raise PmgaftError(
+                    f"checkpoint {main.label} holds only the image tower ({_tower_only_kind(main.weights)}); its "
+                    f"text tower is the unchanged base CLIP it was fine-tuned from: pass the base weights "
+                    f"(pmgaft: --pretrained openai, or a file; library: text_pretrained='openai').")
+            base_tensors, _ = _open_clip_keys(base.weights, model)
+            _load_strict(model, base_tensors, base.label, name)
+            tensors = {**{k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}, **tensors}
+        _load_strict(model, tensors, main.label, name)
+    record = model_record(main.weights.metadata) if main.weights is not None else ModelRecord()
     model = model.to(device).eval()
     size = model.visual.image_size
-    image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
     return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(name), name=name,
-                      pretrained=None if pretrained is None else str(pretrained), image_size=image_size,
-                      weights_hash=state_dict_hash(model.state_dict())[:16])
+                      pretrained=None if pretrained is None else str(pretrained),
+                      image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+                      weights_hash=state_dict_hash(model.state_dict())[:16], quick_gelu=use_quick_gelu,
+                      activation_source=why, normalization=record.normalization, logit_scale=record.logit_scale,
+                      record=record, layout="tag" if pretrained is not None and not _looks_like_path(pretrained)
+                      else layout, notes=notes)
+
+
+def _tower_only_kind(w: WeightsFile) -> str:
+    return "a TeCoA/PMG-AFT/TGA-ZSR release" if w.layout == "released" else "an image-tower-only state_dict"
+
+
+def _create(name: str, use_quick_gelu: bool) -> nn.Module:
+    if name.endswith(QUICK_GELU_SUFFIX) and not use_quick_gelu:
+        raise PmgaftError(f"{name!r} always uses QuickGELU; for GELU use {name[: -len(QUICK_GELU_SUFFIX)]!r}.")
+    with _quiet_open_clip():
+        return open_clip.create_model(name, pretrained=None, device="cpu", force_quick_gelu=use_quick_gelu)
+
+
+def _open_clip_keys(w: WeightsFile, model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """The file's tensors under ``model``'s key names, and whether they are the image tower only."""
+    sd = w.tensors
+    model_keys = model.state_dict().keys()
+    tower_only = w.image_tower_only or (not any(k.startswith("visual.") for k in sd)
+                                        and any(f"visual.{k}" in model_keys for k in sd))
+    if tower_only and not any(k.startswith("visual.") for k in sd):
+        sd = {f"visual.{k}": v for k, v in sd.items()}
+    return sd, tower_only
+
+
+def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], label: str, name: str) -> None:
+    """Load ``sd`` into ``model`` strictly, with a short message (and the fitting architectures) on mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        parts = [f"{len(missing)} missing keys: {show(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected keys: {show(unexpected)}" if unexpected else "",
+                 f"{len(mismatched)} shape mismatches (checkpoint vs model): {show(mismatched)}" if mismatched else ""]
+        fits = [m for m in matching_architectures(sd) if m != name] if mismatched else []
+        hint = (f" It fits --model {fits[0]}" + (f" (also: {', '.join(fits[1:4])})" if len(fits) > 1 else "") + "."
+                if fits else " Is --model the architecture the checkpoint was trained with?")
+        raise PmgaftError(f"checkpoint {label} does not fit model {name!r}: " + "; ".join(p for p in parts if p)
+                          + "." + hint)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
 
 
 def _close_models(name: str) -> str:
@@ -105,54 +283,15 @@ def _close_models(name: str) -> str:
 
     models = open_clip.list_models()
     close = difflib.get_close_matches(name, models, n=5, cutoff=0.4)
-    ours = sorted(p.stem for p in (resources.files("pmgaft") / "model_configs").iterdir() if p.name.endswith(".json"))
+    ours = sorted(p.name[:-5] for p in (resources.files("pmgaft") / "model_configs").iterdir()
+                  if p.name.endswith(".json"))
     return (f" Close matches: {', '.join(close)}." if close else "") + \
         f" `python -c 'import open_clip; print(open_clip.list_models())'` lists all; pmgaft adds {', '.join(ours)}."
 
 
-def _as_checkpoint_path(pretrained: str | os.PathLike | None) -> Path | None:
-    if pretrained is None:
-        return None
-    p = Path(pretrained).expanduser()
-    if p.is_file():
-        return p
-    looks_like_path = isinstance(pretrained, os.PathLike) or os.sep in str(pretrained) or \
-        str(pretrained).endswith(CHECKPOINT_SUFFIXES)
-    if looks_like_path:
-        raise PmgaftError(f"checkpoint file {str(p)!r} does not exist (pretrained= takes an open_clip tag such as "
-                          f"'openai' or a path to a .pt/.pth/.bin/.safetensors file).")
-    return None
-
-
-def _create(name: str, tag: str | None) -> nn.Module:
-    if tag is not None:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if tag not in tags:
-            raise PmgaftError(f"model {name!r} has no pretrained weights tagged {tag!r}.{did_you_mean(tag, tags)}"
-                              if tags else f"model {name!r} has no pretrained tags in open_clip; pass a local "
-                              f"checkpoint file or pretrained=None.")
-    try:
-        if tag is None:
-            with _quiet_random_init_warning():  # weights come from a file next, or None was asked for
-                return open_clip.create_model(name, pretrained=None, device="cpu")
-        if _hub_reachable():
-            return open_clip.create_model(name, pretrained=tag, device="cpu")
-        with _hub_offline():  # unreachable hub: use the local cache only, fail at once instead of retrying
-            return open_clip.create_model(name, pretrained=tag, device="cpu")
-    except (OSError, RuntimeError, ConnectionError, TimeoutError) as err:
-        if tag is None:
-            raise
-        raise PmgaftError(
-            f"could not fetch open_clip weights {name!r}/{tag!r}: the model hub is unreachable or the download "
-            f"failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}). On a machine "
-            f"with internet run once `python -c \"import open_clip; open_clip.create_model('{name}', "
-            f"pretrained='{tag}')\"` (it caches the file), or download the weights and pass their path: "
-            f"--pretrained /path/to/weights.pt") from None
-
-
 @contextlib.contextmanager
-def _quiet_random_init_warning():
-    """open_clip warns "No pretrained weights loaded ... initialized randomly" on the root logger."""
+def _quiet_open_clip():
+    """open_clip logs "No pretrained weights loaded ... initialized randomly": weights come from us next."""
     import logging
 
     def keep(record: logging.LogRecord) -> bool:
@@ -169,6 +308,8 @@ def _quiet_random_init_warning():
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     import socket
 
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
@@ -186,94 +327,3 @@ def _hub_offline():
         yield
     finally:
         constants.HF_HUB_OFFLINE = old
-
-
-# --- reading checkpoint files -------------------------------------------------------------------------------
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file of any supported layout into a flat ``{name: tensor}`` dict (keys unchanged)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:  # safetensors raises its own SafetensorError
-            raise PmgaftError(f"{path} is not a readable safetensors file: {err}") from None
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as weights_only_error:
-        try:  # OpenAI's released weights are TorchScript archives
-            obj = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:
-            try:  # checkpoints that pickled extra objects (argparse.Namespace, numpy scalars) next to weights
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-                warnings.warn(f"{path} holds non-tensor Python objects; it was loaded with weights_only=False. "
-                              f"Only do this with checkpoints you trust.", stacklevel=2)
-            except Exception:
-                raise PmgaftError(f"cannot read checkpoint {path}: {weights_only_error}") from None
-    return _unwrap(obj, path)
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    # descend into {"state_dict": ...}-style wrappers (their siblings may be tensors too, e.g. best_acc1)
-    while isinstance(obj, dict):
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), (dict, nn.Module))), None)
-        if inner is None:
-            break
-        obj = inner
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, dict):
-        raise PmgaftError(f"{path} holds a {type(obj).__name__}, not a state_dict.")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise PmgaftError(f"{path} holds no weights: top-level keys are {sorted(obj)[:10]}; expected a "
-                          f"state_dict or a dict with one of {list(_WRAPPER_KEYS)}.")
-    return tensors
-
-
-def normalize_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Map any supported key layout onto ``model``'s open_clip key names."""
-    return _normalize(state_dict, model)[0]
-
-
-def _normalize(state_dict: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
-    """``normalize_keys``, and whether the checkpoint held only the image tower."""
-    sd = dict(state_dict)
-    for prefix in _PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    for key in _OPENAI_EXTRA_KEYS:
-        sd.pop(key, None)
-    model_keys = model.state_dict().keys()
-    if not any(k.startswith("visual.") for k in sd) and any(f"visual.{k}" in model_keys for k in sd):
-        # image-tower-only checkpoint: keep the model's own text tower
-        full = {k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}
-        full.update({f"visual.{k}": v for k, v in sd.items()})
-        return full, True
-    return sd, False
-
-
-def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, *, model_name: str = "?") -> bool:
-    """Load checkpoint ``path`` into ``model`` strictly, with a short message on architecture mismatch.
-
-    Returns True when the file held only the image tower (``model`` then keeps its own text tower).
-    """
-    sd, image_tower_only = _normalize(read_state_dict(path), model)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                  if k in sd and sd[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = [f"{len(missing)} missing keys: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected keys: {show(unexpected)}" if unexpected else "",
-                 f"{len(mismatched)} shape mismatches (checkpoint vs model): {show(mismatched)}" if mismatched else ""]
-        raise PmgaftError(f"checkpoint {path} does not fit model {model_name!r}: "
-                          + "; ".join(p for p in parts if p)
-                          + ". Is --model the architecture the checkpoint was trained with?")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
-    return image_tower_only

@@ -2,10 +2,9 @@
 
 Files under the run directory (all written atomically: temp file + rename):
 
-* ``last.safetensors`` / ``best.safetensors`` -- the full CLIP state_dict (loadable by ``load_clip(name, path)``
-  and by ``open_clip.create_model_and_transforms(name, pretrained=path)``), with safetensors metadata
-  ``pmgaft_method, pmgaft_recipe, pmgaft_model, pmgaft_pretrained, pmgaft_dataset, pmgaft_version, step,
-  epoch, val_clean, val_robust, pmgaft_config`` (JSON of the resolved config); all strings.
+* ``last.safetensors`` / ``best.safetensors`` -- pmgaft's weights format (:mod:`pmgaft.models.checkpoint`):
+  the full CLIP state_dict plus the metadata that rebuilds the model exactly (architecture, activation,
+  normalization, logit scale) and its provenance (method, recipe, step, validation scores, config).
 * ``train_state.pt`` -- optimizer, scheduler, grad scaler, step, RNG states (torch, CUDA, numpy, python), the
   best validation score so far, and the result-determining config (a resume with other settings is refused).
 """
@@ -21,41 +20,27 @@ import torch
 from torch import nn
 
 from pmgaft.errors import PmgaftError
+from pmgaft.models import checkpoint as models_checkpoint
 from pmgaft.training.config import TrainConfig
-from pmgaft.utils import atomic_torch_save, atomic_write
+from pmgaft.utils import atomic_torch_save
 
 LAST, BEST, STATE = "last.safetensors", "best.safetensors", "train_state.pt"
 CONFIG, LOG, TENSORBOARD = "config.yaml", "log.jsonl", "tb"
 
 
-def weights_metadata(config: TrainConfig, step: int, epoch: float, scores: dict[str, float]) -> dict[str, str]:
-    from pmgaft import __version__
-
-    meta = {"pmgaft_method": config.method, "pmgaft_recipe": config.recipe, "pmgaft_model": config.model,
-            "pmgaft_pretrained": str(config.pretrained), "pmgaft_dataset": config.dataset,
-            "pmgaft_version": __version__, "step": str(step), "epoch": f"{epoch:.4f}",
-            "pmgaft_config": json.dumps(config.result_keys()), "format": "pt"}
-    meta.update({k: f"{v:.6f}" for k, v in scores.items()})
-    return meta
-
-
-def save_weights(path: Path, model: nn.Module, metadata: dict[str, str]) -> Path:
-    """The full CLIP state_dict (contiguous CPU copies) as safetensors with string ``metadata``."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+def weights_metadata(config: TrainConfig, step: int, epoch: float, scores: dict[str, float], *,
+                     quick_gelu: bool) -> dict[str, str]:
+    """pmgaft's weights metadata (:mod:`pmgaft.models.checkpoint`) for a checkpoint of this run."""
+    return models_checkpoint.weights_metadata(
+        model=config.model, quick_gelu=quick_gelu, normalization=config.normalization,
+        logit_scale=config.logit_scale, scores=scores,
+        provenance={"pmgaft_method": config.method, "pmgaft_recipe": config.recipe,
+                    "pmgaft_pretrained": str(config.pretrained), "pmgaft_dataset": config.dataset, "step": step,
+                    "epoch": f"{epoch:.4f}", "pmgaft_config": config.result_keys()})
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The safetensors string metadata of a checkpoint (training and evaluation both read it through here)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:  # SafetensorError: truncated or not a safetensors file
-        raise PmgaftError(f"checkpoint {path} is not a readable safetensors file: {err}") from None
+save_weights = models_checkpoint.save_weights
+read_metadata = models_checkpoint.read_metadata
 
 
 def rng_state() -> dict[str, Any]:

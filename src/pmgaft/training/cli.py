@@ -17,7 +17,7 @@ import typing
 from dataclasses import fields
 
 from pmgaft.data.transforms import PRESETS as TRANSFORMS
-from pmgaft.evaluation.cli import parse_logit_scale
+from pmgaft.cli_args import parse_logit_scale
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
 from pmgaft.methods import METHODS
 from pmgaft.models import NORMALIZATIONS
@@ -36,6 +36,10 @@ _HELP = {
     "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
     "model": "open_clip architecture of the model to fine-tune",
     "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
+    "text_pretrained": "base weights (tag or file) whose text tower an image-tower-only --pretrained file (FARE, "
+                       "TeCoA-lineage releases) was fine-tuned from",
+    "quick_gelu": "build the architecture with QuickGELU (OpenAI CLIP's activation); default: what the starting "
+                  "weights were trained with (a warning says which when they cannot tell)",
     "dataset": "training set: a registered name or folder:PATH",
     "data_root": "folder holding the datasets",
     "out_dir": "run directory for checkpoints and logs (default: runs/METHOD-RECIPE)",
@@ -80,6 +84,8 @@ _HELP = {
     "val_batch_size": "validation batch size (default: the per-process micro-batch size)",
     "progress": "show a progress bar",
     "resume": "continue the run in out_dir from its last checkpoint",
+    "trust_checkpoint": "allow a --pretrained pickle that needs more than torch.load(weights_only=True): it can "
+                        "execute code, so only for files you trust",
 }
 
 
@@ -111,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = _help_for(f.name, f.default)
-        if hints[f.name] is bool:
+        if hints[f.name] is bool or bool in typing.get_args(hints[f.name]):  # --x / --no-x
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
         else:

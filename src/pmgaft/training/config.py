@@ -27,7 +27,8 @@ from pmgaft.utils import did_you_mean, lookup, resolve_device
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
 RUN_CONTROL = frozenset({"out_dir", "data_root", "device", "max_steps", "num_workers", "log_every", "eval_every",
-                         "save_every", "resume", "progress", "val_batch_size"})
+                         "save_every", "resume", "progress", "val_batch_size",
+                         "trust_checkpoint"})
 
 
 @dataclass
@@ -38,6 +39,8 @@ class TrainConfig:
     recipe: str = "paper"
     model: str = "ViT-B-32"
     pretrained: str | None = "openai"
+    text_pretrained: str | None = None  # base weights (tag or file) of an image-tower-only starting checkpoint
+    quick_gelu: bool | None = None  # None: the activation the starting weights were trained with
     dataset: str = "tinyimagenet"
     data_root: str = "data"
     out_dir: str | None = None  # default runs/<method>-<recipe>
@@ -83,6 +86,7 @@ class TrainConfig:
     val_batch_size: int | None = None
     progress: bool = True
     resume: bool = False
+    trust_checkpoint: bool = False
 
     def attack_settings(self) -> AttackSettings:
         return AttackSettings(eps=self.eps / 255, step_size=self.step_size / 255, steps=self.attack_steps,

@@ -50,8 +50,10 @@ def train(config: TrainConfig | Mapping[str, Any]) -> Path:
 
 
 def _classifiers(config: TrainConfig, classes: list[str], device: torch.device, method: Any
-                 ) -> tuple[ZeroShotClassifier, ZeroShotClassifier | None]:
-    loaded = load_clip(config.model, config.pretrained, device=device)
+                 ) -> tuple[ZeroShotClassifier, ZeroShotClassifier | None, bool]:
+    """(target, frozen original or None, whether the architecture uses QuickGELU)."""
+    loaded = load_clip(config.model, config.pretrained, device=device, text_pretrained=config.text_pretrained,
+                       quick_gelu=config.quick_gelu, trust_checkpoint=config.trust_checkpoint)
     try:
         prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
     except PmgaftError as err:  # a subset of a registered set (other classes): its own names, the style's rules
@@ -66,7 +68,7 @@ def _classifiers(config: TrainConfig, classes: list[str], device: torch.device, 
                                       classnames=prompts.classnames, templates=prompts.templates, **kwargs).eval()
     target.requires_grad_(False)
     target.clip.visual.requires_grad_(True)  # the image tower only: text tower and logit scale stay frozen
-    return target.train(), original
+    return target.train(), original, loaded.quick_gelu
 
 
 def _train(config: TrainConfig, method: Any, device: torch.device, d: Dist) -> Path:
@@ -80,7 +82,7 @@ def _train(config: TrainConfig, method: Any, device: torch.device, d: Dist) -> P
     plan = BatchPlan(len(data.train), config.batch_size, config.seed, d.world, d.rank, accum)
     total = plan.steps_per_epoch * config.epochs
     seed_everything(config.seed)
-    target, original = _classifiers(config, data.classes, device, method)
+    target, original, quick_gelu = _classifiers(config, data.classes, device, method)
     if state is not None:
         target.clip.load_state_dict(_read(out / ckpt.LAST))  # the weights of the saved step
     optimizer = build_optimizer(target.clip.visual.parameters(), config)
@@ -106,7 +108,8 @@ def _train(config: TrainConfig, method: Any, device: torch.device, d: Dist) -> P
     logger = RunLogger(out, total=total, initial=start, enabled=d.main, progress=config.progress)
 
     def save(step: int, scores: dict[str, float]) -> None:
-        meta = ckpt.weights_metadata(config, step, step / plan.steps_per_epoch, scores)
+        meta = ckpt.weights_metadata(config, step, step / plan.steps_per_epoch, scores,
+                                                  quick_gelu=quick_gelu)
         ckpt.save_weights(out / ckpt.LAST, target.clip, meta)
         ckpt.save_state(out / ckpt.STATE, step=step, config=config, optimizer=optimizer, scheduler=scheduler,
                         scaler=scaler, best=best)
@@ -137,14 +140,16 @@ def _train(config: TrainConfig, method: Any, device: torch.device, d: Dist) -> P
                                                                                   best["val_clean"]):
                     best = {"step": step, **scores}
                     ckpt.save_weights(out / ckpt.BEST, target.clip,
-                                      ckpt.weights_metadata(config, step, step / plan.steps_per_epoch, scores))
+                                      ckpt.weights_metadata(config, step, step / plan.steps_per_epoch, scores,
+                                                               quick_gelu=quick_gelu))
             d.barrier()
         if d.main and (step % save_every == 0 or step == end):
             save(step, scores)
     if d.main:
         if data.val is None and end == total:  # nothing to select on: the last weights are the best
             ckpt.save_weights(out / ckpt.BEST, target.clip,
-                              ckpt.weights_metadata(config, end, end / plan.steps_per_epoch, {}))
+                              ckpt.weights_metadata(config, end, end / plan.steps_per_epoch, {},
+                                                       quick_gelu=quick_gelu))
         atomic_write_json(out / "summary.json", {"steps": end, "total_steps": total, "best": best,
                                                  "finished": end == total})
     logger.close()
