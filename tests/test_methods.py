@@ -119,6 +119,16 @@ def test_every_attack_honours_the_reduction_setting(models, name: str) -> None:
         assert torch.equal(x_adv, x)
 
 
+def test_attack_reduction_config_key() -> None:
+    from pmgaft.training.config import resolve_config
+
+    assert resolve_config({}).attack_settings().reduction == "sum"  # pmgaft's arithmetic, both recipes
+    assert resolve_config({"recipe": "official"}).attack_settings().reduction == "sum"
+    assert resolve_config({"attack_reduction": "mean"}).attack_settings().reduction == "mean"
+    with pytest.raises(PmgaftError, match="attack_reduction"):
+        resolve_config({"attack_reduction": "median"})
+
+
 def test_mean_reduction_is_the_released_arithmetic(micro_clip) -> None:
     """Batch-mean CE on raw-cosine logits under fp16 autocast underflows (PAPER.md, "Known flaw"): fewer pixels
     move than with pmgaft's summed objective. At fp32 the two take exactly the same sign steps."""
