@@ -8,6 +8,11 @@ an **fp32 gradient of the summed per-sample loss** with respect to the perturbat
   accumulates into ``.grad`` and no parameter gradient is computed);
 * the model's train/eval mode is never touched: call it in the mode you want attacked.
 
+``reduction="mean"`` divides the summed objective by the batch size before differentiating -- the released
+PMG-AFT / TGA-ZSR arithmetic (batch-mean CE). Under the caller's fp16 autocast, with no loss scaling, its
+input gradients underflow at large batch and the attack weakens (PAPER.md, "Known flaw"); offered only to
+reproduce those runs.
+
 Example::
 
     x_adv = pgd(classifier, x, y, eps=1/255, step_size=1/255, steps=10)
@@ -24,6 +29,7 @@ from pmgaft.errors import PmgaftError
 from pmgaft.utils import lookup
 
 NORMS = ("linf", "l2")
+REDUCTIONS = ("sum", "mean")
 
 
 def check_attack_args(x: torch.Tensor, *, eps: float, step_size: float = 0.0, steps: int = 0) -> None:
@@ -67,7 +73,8 @@ def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generat
 
 def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,
         step_size: float, steps: int, loss: str | AttackLoss = "ce", norm: str = "linf",
-        random_start: bool = True, generator: torch.Generator | None = None, seed: int = 0) -> torch.Tensor:
+        random_start: bool = True, generator: torch.Generator | None = None, seed: int = 0,
+        reduction: str = "sum") -> torch.Tensor:
     """Maximize ``loss(model(x_adv), y)`` over the eps-ball. Returns x_adv, detached, in the ball and in [0, 1].
 
     Args:
@@ -77,10 +84,13 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         loss: "ce", "cw" (margin), "l2" (squared distance) or a callable returning per-sample losses [B].
         norm: "linf" (sign steps) or "l2" (normalized-gradient steps).
         random_start: start uniformly inside the ball, drawn from ``generator`` (or ``seed``).
+        reduction: "sum" (per-sample gradients, the default) or "mean" (the released codes' batch mean).
     """
     check_attack_args(x, eps=eps, step_size=step_size, steps=steps)
     if norm not in NORMS:
         raise PmgaftError(f"unknown norm {norm!r}; use one of {NORMS}.")
+    if reduction not in REDUCTIONS:
+        raise PmgaftError(f"unknown attack reduction {reduction!r}; use one of {REDUCTIONS}.")
     loss_fn = lookup(ATTACK_LOSSES, loss, "attack loss") if isinstance(loss, str) else loss
     x = x.detach().float()
     if random_start and eps > 0:
@@ -93,6 +103,8 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         delta.requires_grad_(True)
         with torch.enable_grad():
             objective = loss_fn(model(x + delta), y).float().sum()  # summed, not averaged: see module doc
+            if reduction == "mean":
+                objective = objective / len(x)
             (grad,) = torch.autograd.grad(objective, delta)
         grad = grad.float()
         with torch.no_grad():

@@ -6,6 +6,8 @@ A method is a small object with two calls, both on [0, 1] images ``x [B, 3, H, W
   the paper's: PGD-2, eps = step = 1/255, L-inf, uniform random start, CE on the target's zero-shot logits.
   The target is attacked in the mode the loop holds it in (train mode): CLIP's ViT has no dropout and no
   batch norm, so train and eval mode compute the same function and the choice does not matter.
+  ``settings.reduction`` picks the attack's arithmetic: "sum" (pmgaft's, per-sample gradients) or "mean" (the
+  released codes' batch-mean CE; with ``--precision fp16`` its gradients underflow as theirs did).
 * ``losses(target, original, x, x_adv, y) -> {"name": scalar, ..., "total": scalar}`` -- named terms; the loop
   back-propagates ``total`` and logs every term.
 
@@ -32,6 +34,7 @@ class AttackSettings:
     step_size: float = 1 / 255
     steps: int = 2
     random_start: bool = True
+    reduction: str = "sum"  # "mean": the released codes' batch-mean objective (see pmgaft.attacks.pgd)
 
 
 class Method:
@@ -50,7 +53,7 @@ class Method:
     def attack(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                y: torch.Tensor, settings: AttackSettings, generator: torch.Generator | None = None) -> torch.Tensor:
         return pgd(target, x, y, eps=settings.eps, step_size=settings.step_size, steps=settings.steps, loss="ce",
-                   random_start=settings.random_start, generator=generator)
+                   random_start=settings.random_start, generator=generator, reduction=settings.reduction)
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

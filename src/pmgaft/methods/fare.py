@@ -27,7 +27,7 @@ class Fare(Method):
             clean = original.image_features(x, normalize=False)  # [B, D]
         return pgd(lambda images: target.image_features(images, normalize=False), x, clean, eps=settings.eps,
                    step_size=settings.step_size, steps=settings.steps, loss="l2",
-                   random_start=settings.random_start, generator=generator)
+                   random_start=settings.random_start, generator=generator, reduction=settings.reduction)
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

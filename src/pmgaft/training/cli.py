@@ -16,6 +16,7 @@ import argparse
 import typing
 from dataclasses import fields
 
+from pmgaft.attacks.pgd import REDUCTIONS as ATTACK_REDUCTIONS
 from pmgaft.data.transforms import PRESETS as TRANSFORMS
 from pmgaft.cli_args import parse_logit_scale
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
@@ -28,11 +29,11 @@ from pmgaft.training.recipes import RECIPES
 _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(OPTIMIZERS),
             "precision": list(PRECISIONS), "kl_reduction": list(KL_REDUCTIONS), "kl_direction": list(KL_DIRECTIONS),
             "normalization": list(NORMALIZATIONS), "prompt_style": list(PROMPT_STYLES),
-            "transform": list(TRANSFORMS)}
+            "transform": list(TRANSFORMS), "attack_reduction": list(ATTACK_REDUCTIONS)}
 # One line per config key: what it is and its units. The default (and what a recipe or method changes) is
 # appended by _help_for, so it cannot drift from RECIPES / Method.defaults.
 _HELP = {
-    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr",
+    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga",
     "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
     "model": "open_clip architecture of the model to fine-tune",
     "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
@@ -43,10 +44,10 @@ _HELP = {
     "dataset": "training set: a registered name or folder:PATH",
     "data_root": "folder holding the datasets",
     "out_dir": "run directory for checkpoints and logs (default: runs/METHOD-RECIPE)",
-    "alpha": "weight of the first regularizer: PMG-AFT KL(P_ori||P_adv) (default 1), TGA-ZSR adversarial "
-             "attention distance (default 0.08)",
-    "beta": "weight of the second regularizer: PMG-AFT KL(P_clean||P_adv) (default 1), TGA-ZSR clean attention "
-            "distance (default 0.05)",
+    "alpha": "weight of the first regularizer: PMG-AFT KL(P_ori||P_adv) (default 1), TGA-ZSR / Comp-TGA "
+             "adversarial attention distance (default 0.08 / 0.10)",
+    "beta": "weight of the second regularizer: PMG-AFT KL(P_clean||P_adv) (default 1), TGA-ZSR / Comp-TGA clean "
+            "attention distance (default 0.05 / 0.07)",
     "kl_reduction": "PMG-AFT KL terms: 'batchmean' (averaged over the batch) or 'sum' (summed, as the released code)",
     "kl_direction": "PMG-AFT KL direction: 'official' = KL(P_ori||P_adv), KL(P_clean||P_adv); 'reversed' = the "
                     "released code before its 2024-05-29 fix",
@@ -74,6 +75,9 @@ _HELP = {
     "step_size": "train-time PGD step size in 1/255 units",
     "attack_steps": "train-time PGD steps",
     "random_start": "start the train-time PGD uniformly inside the eps-ball",
+    "attack_reduction": "train-time PGD objective: 'sum' (per-sample gradients, batch- and precision-independent) "
+                        "or 'mean' (the released codes' batch-mean CE; with --precision fp16 its gradients "
+                        "underflow at large batch, as theirs did)",
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
     "device": "auto, cpu, cuda or cuda:N",
     "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all)",

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from pmgaft.attacks.pgd import REDUCTIONS as ATTACK_REDUCTIONS
 from pmgaft.data.transforms import PRESETS as TRANSFORMS
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
@@ -45,8 +46,8 @@ class TrainConfig:
     data_root: str = "data"
     out_dir: str | None = None  # default runs/<method>-<recipe>
     # objective
-    alpha: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.08)
-    beta: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.05)
+    alpha: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.08, comp_tga 0.10)
+    beta: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.05, comp_tga 0.07)
     kl_reduction: str = "batchmean"
     kl_direction: str = "official"
     logit_scale: str | float = "model"
@@ -74,6 +75,7 @@ class TrainConfig:
     step_size: float = 1.0
     attack_steps: int = 2
     random_start: bool = True
+    attack_reduction: str = "sum"  # "mean": the released codes' batch-mean attack objective (opt-in)
     # validation (PGD on the held-out split)
     val_attack_steps: int = 10
     # run control
@@ -90,7 +92,7 @@ class TrainConfig:
 
     def attack_settings(self) -> AttackSettings:
         return AttackSettings(eps=self.eps / 255, step_size=self.step_size / 255, steps=self.attack_steps,
-                              random_start=self.random_start)
+                              random_start=self.random_start, reduction=self.attack_reduction)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,6 +191,7 @@ def validate(config: TrainConfig) -> None:
     lookup({o: o for o in OPTIMIZERS}, config.optimizer, "optimizer")
     lookup({k: k for k in KL_REDUCTIONS}, config.kl_reduction, "kl_reduction")
     lookup({k: k for k in KL_DIRECTIONS}, config.kl_direction, "kl_direction")
+    lookup({r: r for r in ATTACK_REDUCTIONS}, config.attack_reduction, "attack_reduction")
     lookup(NORMALIZATIONS, config.normalization, "normalization")
     lookup(PROMPT_STYLES, config.prompt_style, "prompt_style")
     lookup(TRANSFORMS, config.transform, "transform")

@@ -11,6 +11,14 @@ eps = step = 1/255 with a uniform random start, TinyImageNet Resize(256)+CenterC
 direction as after the 2024-05-29 fix. Model selection: a validation split carved from the *training* set in
 both (the released code selected on the test sets; pmgaft never does). The released code also built a graph
 through the frozen model; pmgaft never does (same gradients, less memory: see :mod:`pmgaft.methods.pmg_aft`).
+
+The train-time attack's arithmetic is *not* the released code's in either recipe: pmgaft steps along the sign of
+the gradient of the **summed** per-sample CE (``attack_reduction: sum``), whatever the batch size and precision.
+The released code differentiates the **batch-mean** CE under fp16 autocast with no loss scaling, whose input
+gradients underflow at batch 256 on raw-cosine logits (a weaker adversary, hence possibly its higher clean
+accuracy: 59.49 in the paper vs 46.60 in TGA-ZSR's re-run). That arithmetic is opt-in:
+``--recipe official --attack-reduction mean --precision fp16`` (one process, no micro-batching, so the mean is
+over the whole batch of 256 as theirs was).
 """
 from __future__ import annotations
 
