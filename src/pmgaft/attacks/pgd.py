@@ -20,7 +20,7 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -61,8 +61,35 @@ def project(delta: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
     return (x + delta).clamp(0.0, 1.0) - x
 
 
-def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
-    """Uniform start in the L-inf ball; for L2 a uniform direction with radius ~ U(0, eps)."""
+def sample_seeds(seed: int, keys: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """One 63-bit seed per sample from (``seed``, the sample's key, e.g. its dataset position): splitmix64.
+
+    Keying random starts by sample, not by batch, makes an attack's result independent of the batch size, the
+    batch composition and the number of processes sharing the work.
+    """
+    mask = (1 << 64) - 1
+    out = []
+    for key in (keys.tolist() if isinstance(keys, torch.Tensor) else keys):
+        z = (int(seed) * 0x9E3779B97F4A7C15 + int(key) + 0x632BE59BD9B4E019) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append((z ^ (z >> 31)) >> 1)
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None,
+                seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Uniform start in the L-inf ball; for L2 a uniform direction with radius ~ U(0, eps).
+
+    ``seeds`` [B]: each sample's start is drawn on the CPU from its own generator (the same numbers on every
+    device, batch and process); otherwise the whole batch is drawn from ``generator``.
+    """
+    if seeds is not None:
+        if len(seeds) != len(x):
+            raise PmgaftError(f"sample_seeds has {len(seeds)} entries for a batch of {len(x)} images.")
+        starts = [random_init(x[i:i + 1].cpu(), eps, norm, torch.Generator().manual_seed(int(s)))
+                  for i, s in enumerate(seeds.tolist())]
+        return torch.cat(starts).to(x.device) if starts else torch.zeros_like(x)
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         return (2 * u - 1) * eps
@@ -71,10 +98,56 @@ def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generat
     return d / _per_sample_norm(d) * r * eps
 
 
+def initial_delta(x: torch.Tensor, eps: float, norm: str, *, random_start: bool = True,
+                  generator: torch.Generator | None = None, seed: int = 0,
+                  seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The perturbation PGD starts from: projected random start, or zeros."""
+    if not (random_start and eps > 0):
+        return torch.zeros_like(x)
+    if seeds is None and generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    return project(random_init(x, eps, norm, generator, seeds), x, eps, norm)
+
+
+def pgd_step(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             delta: torch.Tensor, *, eps: float, step_size: float, loss_fn: AttackLoss, norm: str = "linf",
+             reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
+    """One ascent step from ``x + delta``: returns (the next delta, the model's output at ``x + delta``).
+
+    The output (detached) is what the step's gradient was computed from: callers that score every iterate
+    (early exit) read predictions from it without another forward pass.
+    """
+    delta = delta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        output = model(x + delta)
+        objective = loss_fn(output, y).float().sum()  # summed, not averaged: see module doc
+        if reduction == "mean":
+            objective = objective / len(x)
+        (grad,) = torch.autograd.grad(objective, delta)
+    grad = grad.float()
+    with torch.no_grad():
+        if norm == "linf":
+            step = step_size * grad.sign()
+        else:
+            step = step_size * grad / _per_sample_norm(grad)
+        return project(delta.detach() + step, x, eps, norm), output.detach()
+
+
+def resolve_loss(loss: str | AttackLoss) -> AttackLoss:
+    return lookup(ATTACK_LOSSES, loss, "attack loss") if isinstance(loss, str) else loss
+
+
+def check_pgd_options(norm: str, reduction: str) -> None:
+    if norm not in NORMS:
+        raise PmgaftError(f"unknown norm {norm!r}; use one of {NORMS}.")
+    if reduction not in REDUCTIONS:
+        raise PmgaftError(f"unknown attack reduction {reduction!r}; use one of {REDUCTIONS}.")
+
+
 def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,
         step_size: float, steps: int, loss: str | AttackLoss = "ce", norm: str = "linf",
         random_start: bool = True, generator: torch.Generator | None = None, seed: int = 0,
-        reduction: str = "sum") -> torch.Tensor:
+        reduction: str = "sum", sample_seeds: torch.Tensor | None = None) -> torch.Tensor:
     """Maximize ``loss(model(x_adv), y)`` over the eps-ball. Returns x_adv, detached, in the ball and in [0, 1].
 
     Args:
@@ -83,34 +156,17 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         eps, step_size: in image units (1/255 = 0.0039). steps: number of gradient steps.
         loss: "ce", "cw" (margin), "l2" (squared distance) or a callable returning per-sample losses [B].
         norm: "linf" (sign steps) or "l2" (normalized-gradient steps).
-        random_start: start uniformly inside the ball, drawn from ``generator`` (or ``seed``).
+        random_start: start uniformly inside the ball, drawn from ``sample_seeds`` (one seed per sample, see
+            :func:`sample_seeds`), else from ``generator`` (or ``seed``) for the whole batch.
         reduction: "sum" (per-sample gradients, the default) or "mean" (the released codes' batch mean).
     """
     check_attack_args(x, eps=eps, step_size=step_size, steps=steps)
-    if norm not in NORMS:
-        raise PmgaftError(f"unknown norm {norm!r}; use one of {NORMS}.")
-    if reduction not in REDUCTIONS:
-        raise PmgaftError(f"unknown attack reduction {reduction!r}; use one of {REDUCTIONS}.")
-    loss_fn = lookup(ATTACK_LOSSES, loss, "attack loss") if isinstance(loss, str) else loss
+    check_pgd_options(norm, reduction)
+    loss_fn = resolve_loss(loss)
     x = x.detach().float()
-    if random_start and eps > 0:
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
-        delta = project(random_init(x, eps, norm, generator), x, eps, norm)
-    else:
-        delta = torch.zeros_like(x)
+    delta = initial_delta(x, eps, norm, random_start=random_start, generator=generator, seed=seed,
+                          seeds=sample_seeds)
     for _ in range(int(steps)):
-        delta.requires_grad_(True)
-        with torch.enable_grad():
-            objective = loss_fn(model(x + delta), y).float().sum()  # summed, not averaged: see module doc
-            if reduction == "mean":
-                objective = objective / len(x)
-            (grad,) = torch.autograd.grad(objective, delta)
-        grad = grad.float()
-        with torch.no_grad():
-            if norm == "linf":
-                step = step_size * grad.sign()
-            else:
-                step = step_size * grad / _per_sample_norm(grad)
-            delta = project(delta.detach() + step, x, eps, norm)
+        delta, _ = pgd_step(model, x, y, delta, eps=eps, step_size=step_size, loss_fn=loss_fn, norm=norm,
+                            reduction=reduction)
     return (x + delta).clamp(0.0, 1.0).detach()
