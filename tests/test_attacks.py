@@ -194,3 +194,70 @@ def test_bad_images():
         pgd(model, torch.rand(3, 4, 4), torch.tensor([0]), eps=0.1, step_size=0.1, steps=1)
     with pytest.raises(PmgaftError, match=r"must be in \[0, 1\]"):
         pgd(model, torch.rand(1, 3, 4, 4) * 255, torch.tensor([0]), eps=0.1, step_size=0.1, steps=1)
+
+
+# --- the streaming engine: early exit and refill change no result ---------------------------------------------
+
+def _stream(model, x, y, *, batch_size, early_exit, eps, steps=10, loss="ce"):
+    from pmgaft.attacks import pgd_stream, sample_seeds
+
+    return pgd_stream(model, lambda ids: (x[ids], y[ids]), len(x), eps=eps, step_size=eps / 4, steps=steps,
+                      seeds=sample_seeds(0, range(len(x))), batch_size=batch_size, early_exit=early_exit, loss=loss)
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_stream_without_early_exit_is_pgd(cifar_resnet, cifar_images, loss):
+    from pmgaft.attacks import sample_seeds
+
+    x, y = cifar_images
+    eps = 1 / 255
+    result = _stream(cifar_resnet, x, y, batch_size=len(x), early_exit=False, eps=eps, loss=loss)
+    x_adv = pgd(cifar_resnet, x, y, eps=eps, step_size=eps / 4, steps=10, loss=loss,
+                sample_seeds=sample_seeds(0, range(len(x))))
+    with torch.no_grad():
+        assert torch.equal(result.final_pred, cifar_resnet(x_adv).argmax(1))
+    assert (result.steps_run == 10).all()
+
+
+@pytest.mark.parametrize("eps", [0.5 / 255, 2 / 255])
+def test_early_exit_gives_the_same_robust_set_for_less_work(cifar_resnet, cifar_images, eps):
+    x, y = cifar_images
+    with torch.no_grad():
+        clean = cifar_resnet(x).argmax(1) == y
+    full = _stream(cifar_resnet, x, y, batch_size=len(x), early_exit=False, eps=eps)
+    fast = _stream(cifar_resnet, x, y, batch_size=7, early_exit=True, eps=eps)  # refilled batches of 7
+    assert torch.equal(fast.robust(y, "worst", clean), full.robust(y, "worst", clean))
+    assert torch.equal(fast.fooled_at, full.fooled_at)  # the first fooling iterate, found on the same path
+    assert fast.steps_run.sum() < full.steps_run.sum()
+    fooled = full.fooled_at >= 0
+    assert (fast.steps_run[fooled] == full.fooled_at[fooled].clamp(max=9) + 1).all()  # stopped right there
+
+
+def test_stream_random_starts_do_not_depend_on_the_batch(cifar_resnet, cifar_images):
+    x, y = cifar_images
+    from pmgaft.attacks.pgd import initial_delta, sample_seeds
+
+    seeds = sample_seeds(0, range(len(x)))
+    whole = initial_delta(x, 4 / 255, "linf", seeds=seeds)
+    pieces = torch.cat([initial_delta(x[i:i + 3], 4 / 255, "linf", seeds=seeds[i:i + 3]) for i in range(0, 20, 3)])
+    assert torch.equal(whole, pieces) and whole.abs().max() <= 4 / 255
+    a = _stream(cifar_resnet, x, y, batch_size=20, early_exit=False, eps=1 / 255, steps=0)
+    b = _stream(cifar_resnet, x, y, batch_size=3, early_exit=False, eps=1 / 255, steps=0)
+    assert torch.equal(a.final_pred, b.final_pred)
+
+
+def test_registry_metadata_describes_every_attack():
+    for name, spec in ATTACKS.items():
+        assert spec.name == name and spec.description
+        assert spec.iterative == (spec.loss is not None) or spec.is_clean
+        assert set(spec.scorings) <= {"worst", "final"}
+    assert [n for n, s in ATTACKS.items() if s.iterative] == ["pgd", "cw"]
+    assert ATTACKS["autoattack"].params() == ("eps",) and ATTACKS["none"].params() == ()
+
+
+def test_tga_zsr_apgd_variant_runs_ce_and_dlr():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+    x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    x_adv, info = ATTACKS["apgd-ce-dlr"](model, x, y, eps=4 / 255, step_size=0, steps=0, seed=0)
+    assert info["attacks"] == ["apgd-ce", "apgd-dlr"] and (x_adv - x).abs().max() <= 4 / 255 + 1e-6

@@ -1,47 +1,89 @@
 """Adversarial attacks on ``model(x in [0, 1]) -> logits`` callables, and the ``ATTACKS`` registry.
 
-Every registered attack has one signature, so evaluation loops never branch on the attack name::
+Every registry entry is an :class:`AttackSpec`: a callable with one signature (so code never branches on the
+attack's name to run it) plus the metadata evaluation needs -- whether it is iterative (its steps and step size
+are part of a result cell), the PGD objective the streaming engine uses, and which scorings it supports::
 
     x_adv, info = ATTACKS["pgd"](model, x, y, eps=1/255, step_size=1/255, steps=100, seed=0)
+    ATTACKS["autoattack"].iterative  # False: parameter-free
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import torch
 
-from pmgaft.attacks.autoattack import autoattack, plan_autoattack
+from pmgaft.attacks.autoattack import AA_VERSIONS, autoattack, plan_autoattack
 from pmgaft.attacks.losses import ATTACK_LOSSES, cross_entropy, margin, squared_l2
-from pmgaft.attacks.pgd import check_attack_args, pgd, project
+from pmgaft.attacks.pgd import check_attack_args, pgd, project, sample_seeds
+from pmgaft.attacks.stream import StreamResult, pgd_stream
+
+SCORINGS = ("worst", "final")  # any iterate misclassified -> not robust (AutoAttack) | the final iterate only
 
 
 class Attack(Protocol):
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-                 eps: float, step_size: float, steps: int, seed: int) -> tuple[torch.Tensor, dict]: ...
+                 eps: float, step_size: float, steps: int, seed: int,
+                 sample_seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]: ...
 
 
-def _none(model, x, y, *, eps, step_size, steps, seed):
+@dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack: how to run it on a batch, and what evaluation needs to know about it."""
+
+    name: str
+    description: str
+    run: Attack
+    iterative: bool = False  # steps / step_size are settings of the attack (and part of a result cell)
+    loss: str | None = None  # the PGD objective, for attacks pmgaft's streaming PGD engine runs
+    scorings: tuple[str, ...] = ("worst",)  # which scorings its result supports
+    is_clean: bool = False  # "none": no perturbation (the clean pass)
+
+    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                 eps: float, step_size: float, steps: int, seed: int,
+                 sample_seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.run(model, x, y, eps=eps, step_size=step_size, steps=steps, seed=seed, sample_seeds=sample_seeds)
+
+    @property
+    def streamed(self) -> bool:
+        return self.loss is not None
+
+    def params(self) -> tuple[str, ...]:
+        """The settings the attack uses (the others are ignored)."""
+        return () if self.is_clean else ("eps", "steps", "step_size") if self.iterative else ("eps",)
+
+
+def _none(model, x, y, *, eps, step_size, steps, seed, sample_seeds=None):
     return x.detach(), {}
 
 
 def _pgd_with(loss: str) -> Attack:
-    def run(model, x, y, *, eps, step_size, steps, seed):
-        x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, loss=loss, seed=seed)
+    def run(model, x, y, *, eps, step_size, steps, seed, sample_seeds=None):
+        x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, loss=loss, seed=seed,
+                    sample_seeds=sample_seeds)
         return x_adv, {"loss": loss, "norm": "linf", "random_start": True}
     return run
 
 
-def _autoattack(model, x, y, *, eps, step_size, steps, seed):
-    return autoattack(model, x, y, eps=eps, seed=seed)  # parameter-free: step_size/steps unused
+def _autoattack_version(version: str) -> Attack:
+    def run(model, x, y, *, eps, step_size, steps, seed, sample_seeds=None):
+        return autoattack(model, x, y, eps=eps, seed=seed, version=version)  # parameter-free
+    return run
 
 
-# CLI name -> attack. "cw" is PGD on the margin loss, as later papers' "CW" rows use.
-ATTACKS: dict[str, Attack] = {
-    "none": _none,
-    "pgd": _pgd_with("ce"),
-    "cw": _pgd_with("cw"),
-    "autoattack": _autoattack,
-}
+ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
+    AttackSpec("none", "no attack: clean accuracy", _none, scorings=SCORINGS, is_clean=True),
+    AttackSpec("pgd", "PGD (Madry et al.), CE loss, L-inf, uniform random start", _pgd_with("ce"), iterative=True,
+               loss="ce", scorings=SCORINGS),
+    AttackSpec("cw", "PGD on the Carlini-Wagner margin loss (the 'CW' rows of later papers)", _pgd_with("cw"),
+               iterative=True, loss="cw", scorings=SCORINGS),
+    AttackSpec("autoattack", "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (class-count rules applied)",
+               _autoattack_version("standard")),
+    AttackSpec("apgd-ce-dlr", "TGA-ZSR's 'AutoAttack' option: APGD-CE + APGD-DLR, 1 restart, 100 iterations "
+               "(APGD-CE only for 2 classes)", _autoattack_version("tga-zsr")),
+)}
 
-__all__ = ["ATTACKS", "ATTACK_LOSSES", "Attack", "autoattack", "check_attack_args", "cross_entropy", "margin",
-           "pgd", "plan_autoattack", "project", "squared_l2"]
+__all__ = ["AA_VERSIONS", "ATTACKS", "ATTACK_LOSSES", "Attack", "AttackSpec", "SCORINGS", "StreamResult",
+           "autoattack", "check_attack_args", "cross_entropy", "margin", "pgd", "pgd_stream", "plan_autoattack",
+           "project", "sample_seeds", "squared_l2"]

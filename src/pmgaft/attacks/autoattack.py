@@ -2,7 +2,8 @@
 
 The reference attack: an ensemble of APGD-CE, APGD-T (targeted DLR), FAB-T and Square. Class-count rules:
 with 2 classes only APGD-CE runs (the DLR losses need >= 3 classes, targeted DLR >= 4); targeted attacks never
-ask for more than C-1 target classes. The attacks that ran are returned with the images, for the result file.
+ask for more than C-1 target classes. ``version="tga-zsr"`` is TGA-ZSR's evaluation option (PROTOCOLS.md §A):
+APGD-CE then APGD-DLR, 1 restart, 100 iterations each -- not standard AutoAttack. The attacks that ran are returned with the images, for the result file.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from pmgaft.attacks.pgd import check_attack_args
 from pmgaft.errors import PmgaftError
 
-AA_VERSIONS = ("standard", "plus", "rand")
+AA_VERSIONS = ("standard", "plus", "rand", "tga-zsr")
 
 
 class _Callable(torch.nn.Module):
@@ -39,7 +40,7 @@ def plan_autoattack(num_classes: int, version: str = "standard") -> tuple[list[s
         attacks = ["apgd-ce", "apgd-t", "fab-t", "square"]
     elif version == "plus":
         attacks = ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
-    else:
+    else:  # "rand", and TGA-ZSR's evaluation option (APGD-CE + APGD-DLR, 1 restart, 100 iterations)
         attacks = ["apgd-ce", "apgd-dlr"]
     if num_classes < 4:  # targeted DLR uses the 3rd and 4th largest logits
         attacks = [a for a in attacks if a != "apgd-t"]
@@ -66,8 +67,12 @@ def autoattack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
         with torch.no_grad():
             num_classes = int(wrapped(x[:1]).shape[1])
     attacks, n_target = plan_autoattack(num_classes, version)
-    aa = AutoAttack(wrapped, version=version, norm=norm, eps=eps, seed=seed, device=x.device)
+    custom = version == "tga-zsr"
+    aa = AutoAttack(wrapped, version="custom" if custom else version, norm=norm, eps=eps, seed=seed,
+                    device=x.device, attacks=attacks if custom else None)
     aa.attacks_to_run = attacks  # the version's settings, minus what the class count rules out
+    if custom:
+        aa.apgd.n_restarts, aa.apgd.n_iter = 1, 100
     aa.apgd_targeted.n_target_classes = n_target
     aa.fab.n_target_classes = n_target
     aa_logger = logging.getLogger("auto-attack")
