@@ -8,7 +8,8 @@ from pmgaft.data.registry import DATASETS, PAPER_DATASETS, ZERO_SHOT_DATASETS, l
 from pmgaft.data.spec import DatasetSpec
 from pmgaft.data.subset import stratified_subset
 from pmgaft.data.transforms import PRESETS as TRANSFORM_PRESETS
-from pmgaft.data.transforms import make_transform
+from pmgaft.data.transforms import Preprocess, describe_transform, make_transform, preprocess_for
 
-__all__ = ["DATASETS", "DatasetSpec", "ImageDataset", "PAPER_DATASETS", "TRANSFORM_PRESETS", "ZERO_SHOT_DATASETS",
-           "load_dataset", "make_transform", "stratified_subset"]
+__all__ = ["DATASETS", "DatasetSpec", "ImageDataset", "PAPER_DATASETS", "Preprocess", "TRANSFORM_PRESETS",
+           "ZERO_SHOT_DATASETS", "describe_transform", "load_dataset", "make_transform", "preprocess_for",
+           "stratified_subset"]
