@@ -223,8 +223,8 @@ def build_decoded(dataset: ImageDataset, positions: Sequence[int] | None = None,
     """Decode and preprocess ``dataset`` at ``positions`` (default: all) once; reuse an identical earlier build.
 
     ``storage``: ``"memory"``, ``"disk"`` (a memory-mapped file under ``cache_dir``, default
-    ``$PMGAFT_CACHE/decoded``) or ``"auto"`` (memory when the pixels fit in ``max_memory_bytes``). A disk cache
-    with the same key is always reused. Decoding runs in ``num_workers`` DataLoader workers with a progress bar.
+    ``$PMGAFT_CACHE/decoded``) or ``"auto"`` (memory when the pixels fit in ``max_memory_bytes``). A build with
+    the same key still alive in this process, or on disk under ``cache_dir``, is always reused (``from_cache``). Decoding runs in ``num_workers`` DataLoader workers with a progress bar.
     Unreadable images raise one PmgaftError listing them (up to ``max_listed``); with ``skip_corrupt`` they are
     dropped and reported in ``.report``. ``transform_id`` names a custom (non-preset) transform.
     """
