@@ -1,6 +1,8 @@
 """The dataset registry: every registered dataset loads from a format-faithful fixture (or its bundled data)."""
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,12 @@ import torch
 
 from dataset_fixtures import BUNDLED, FIXTURES, Fixture, color, image, save
 from pmgaft.cli import main
-from pmgaft.data import DATASETS, ImageDataset, load_dataset, make_transform, stratified_subset
+from pmgaft.data import (DATASETS, PAPER_DATASETS, ImageDataset, describe_transform, load_dataset, make_transform,
+                         preprocess_for, stratified_subset)
+from pmgaft.data.base import FileImages
 from pmgaft.data.offline import DEBIAN_FASHION_MNIST
+from pmgaft.data.reference import describe_data, reference_split
+from pmgaft.data.transforms import transform_identity
 from pmgaft.data.splits import UNSPLIT_SPLITS
 from pmgaft.errors import PmgaftError
 
@@ -193,3 +199,197 @@ def test_datasets_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert " bundled " in rows["mnist"] and "1,000" in rows["mnist"]
     assert main(["datasets", "--data-root", str(tmp_path), "--download", "imagenet"]) == 2
     assert "cannot be downloaded automatically" in capsys.readouterr().err
+
+
+# --- transform presets of the reference protocols -------------------------------------------------------------
+
+R_C = "Resize(256, bilinear) + CenterCrop(224)"
+SQUARE = "Resize((224, 224), bilinear)"
+PRESET_CASES = [  # (dataset, preset, image_size, description, output side for the fixture image)
+    ("cifar10", "tga-zsr", 224, SQUARE, 224), ("cifar10", "official", 224, "native 32x32", None),
+    ("cifar100", "tga-zsr", 224, SQUARE, 224), ("stl10", "tga-zsr", 224, SQUARE, 224),
+    ("stl10", "official", 224, "native 96x96", None), ("pcam", "tga-zsr", 224, R_C, 224),
+    ("pcam", "official", 224, R_C, 224), ("pcam", "clip", 224, "native 96x96", None),
+    ("food101", "tga-zsr", 224, R_C, 224), ("food101", "official", 224, R_C, 224),
+    ("food101", "tga-zsr", 336, "Resize(384, bilinear) + CenterCrop(336)", 336),
+    ("food101", "clip", 224, "Resize(224, bicubic) + CenterCrop(224)", 224),
+    ("sun397", "tga-zsr", 224, R_C, 224), ("digits", "tga-zsr", 32, "Resize((32, 32), bilinear)", 32),
+    ("digits", "official", 224, "native 8x8", None), ("mnist", "clip", 224, "native 28x28", None),
+    ("foolbox_imagenet", "tga-zsr", 224, R_C, 224), ("tinyimagenet", "train", 224, R_C, 224),
+]
+
+
+@pytest.mark.parametrize(("name", "preset", "size", "description", "side"), PRESET_CASES)
+def test_transform_presets_per_protocol(name: str, preset: str, size: int, description: str, side: int | None) -> None:
+    spec = DATASETS[name]
+    assert describe_transform(spec, preset, size).startswith(description)
+    x = make_transform(spec, preset, size)(image(3, (40, 30)))
+    assert x.shape == ((3, side, side) if side else (3, 30, 40))
+
+
+def test_reference_transforms_equal_the_reference_torchvision_calls() -> None:
+    """The reference codes' own calls: Resize((224, 224)) and Resize(256) + CenterCrop(224), default interpolation."""
+    from torchvision import transforms as T
+
+    real = load_dataset("foolbox_imagenet", ".").load_rgb(0)  # a real 224 px photo
+    small = load_dataset("foolbox_cifar10", ".").load_rgb(0)  # a real 32 px photo
+    square = T.Compose([T.Resize((224, 224)), T.ToTensor()])
+    r_c = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+    assert torch.equal(make_transform(DATASETS["cifar10"], "tga-zsr")(small), square(small))
+    assert torch.equal(make_transform(DATASETS["food101"], "tga-zsr")(real), r_c(real))
+    assert torch.equal(make_transform(DATASETS["food101"], "official")(real), r_c(real))
+    assert torch.equal(make_transform(DATASETS["cifar10"], "official")(small), T.ToTensor()(small))
+
+
+def test_transform_identity() -> None:
+    a = make_transform(DATASETS["food101"], "tga-zsr")
+    assert transform_identity(a) == transform_identity(make_transform(DATASETS["sun397"], "official"))
+    assert transform_identity(a) != transform_identity(make_transform(DATASETS["food101"], "tga-zsr", 336))
+    assert transform_identity(a) != transform_identity(make_transform(DATASETS["food101"], "clip"))
+    assert json.loads(json.dumps(transform_identity(a))) == transform_identity(a)
+    assert transform_identity(lambda im: im) is None
+    assert preprocess_for(DATASETS["mnist"], "train_augment").random
+    assert not preprocess_for(DATASETS["mnist"], "train").random
+    assert pickle.loads(pickle.dumps(a)).preprocess == a.preprocess  # DataLoader workers
+
+
+# --- standard sizes, the whole-set split, select ------------------------------------------------------------
+
+# PROTOCOLS.md §A: the images each set is scored on by the reference protocols (split, count)
+REFERENCE_COUNTS = {
+    "tinyimagenet": ("test", 10_000), "cifar10": ("test", 10_000), "cifar100": ("test", 10_000),
+    "stl10": ("test", 8_000), "sun397": ("all", 108_754), "food101": ("test", 25_250),
+    "oxford_pets": ("test", 3_669), "flowers102": ("test", 6_149), "dtd": ("test", 1_880),
+    "eurosat": ("all", 27_000), "fgvc_aircraft": ("test", 3_333), "imagenet": ("test", 50_000),
+    "caltech101": ("all", 8_677), "caltech256": ("all", 30_607), "stanford_cars": ("test", 8_041),
+    "pcam": ("test", 32_768),
+}
+
+
+def test_standard_sizes_and_reference_splits() -> None:
+    for name, spec in DATASETS.items():
+        assert set(spec.sizes) == set(spec.splits), name
+        unknown = {s for s, n in spec.sizes.items() if n is None}
+        assert unknown == ({"train", "test"} if spec.splits == UNSPLIT_SPLITS else set()), name
+    assert {n: (reference_split(n), DATASETS[n].size(reference_split(n))) for n in PAPER_DATASETS} \
+        == REFERENCE_COUNTS
+    row = describe_data("stl10", "test", "tga-zsr")
+    assert row["n_images"] == 8_000 and row["preprocessing"] == SQUARE and "8,000" in row["split_description"]
+    assert describe_data("eurosat", "test", "official")["n_images"] is None
+
+
+def test_select_shares_class_metadata_and_checks_positions(tmp_path: Path) -> None:
+    FIXTURES["tinyimagenet"](tmp_path)
+    ds = load_dataset("tinyimagenet", tmp_path, "train")
+    view = ds.select([3, 1], "val").select([1], "val2")
+    assert view.wnids == ds.wnids and view.targets == [ds.targets[1]] and view.split == "val2"
+    assert view.describe(0) == ds.describe(1) and view.describe(0).endswith("n01443537_1.JPEG")
+    assert torch.equal(view[0][0], ds[1][0])
+    with pytest.raises(PmgaftError, match=r"positions \[4\] are outside"):
+        ds.select([0, 4], "x")
+
+
+# --- bad images: true range, and errors that name the file --------------------------------------------------
+
+def _png16(path: Path, values: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint16)).save(path)  # mode I;16, a 16-bit grayscale PNG
+
+
+def test_16_bit_png_keeps_its_range(tmp_path: Path) -> None:
+    from PIL import Image
+
+    gray8 = np.array(load_dataset("foolbox_imagenet", ".").load_rgb(1).convert("L"))  # a real photo
+    rng = np.random.default_rng(0)
+    stored = np.minimum(gray8.astype(np.int64) * 257 + rng.integers(0, 129, gray8.shape), 65535)  # 16 bits
+    _png16(tmp_path / "a" / "x.png", stored)
+    with Image.open(tmp_path / "a" / "x.png") as im:
+        assert im.mode == "I;16"
+        clipped = np.asarray(im.convert("RGB"))[..., 0]
+    assert (clipped == 255).mean() > 0.3  # what plain Pillow conversion does: most pixels saturate
+    x, _ = load_dataset(f"folder:{tmp_path}", "test", transform=lambda im: torch.from_numpy(np.array(im)))[0]
+    assert torch.equal(x[..., 0], torch.from_numpy(gray8)) and torch.equal(x[..., 1], x[..., 2])
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("1", (255, 255, 255)), ("L", (77, 77, 77)), ("LA", (77, 77, 77)), ("RGBA", (10, 20, 30)),
+    ("CMYK", (245, 235, 225)), ("P", (10, 20, 30)), ("P-transparent", (10, 20, 30)), ("I", (1, 1, 1)),
+    ("F", (128, 128, 128)), ("I;16B", (1, 1, 1)),
+])
+def test_every_mode_becomes_rgb(mode: str, expected: tuple[int, int, int]) -> None:
+    from PIL import Image
+
+    from pmgaft.data.decode import to_rgb
+
+    if mode.startswith("P"):
+        im = Image.new("P", (4, 4), 0)
+        im.putpalette([10, 20, 30] * 256)
+        if mode == "P-transparent":
+            im.info["transparency"] = 0
+    elif mode in ("I", "I;16B"):
+        im = Image.new(mode, (4, 4), 257)
+    elif mode == "F":
+        im = Image.new("F", (4, 4), 0.5)
+    elif mode == "CMYK":
+        im = Image.new("CMYK", (4, 4), (10, 20, 30, 0))
+    elif mode in ("L", "LA"):
+        im = Image.new(mode, (4, 4), 77 if mode == "L" else (77, 0))
+    elif mode == "1":
+        im = Image.new("1", (4, 4), 1)
+    else:
+        im = Image.new(mode, (4, 4), (10, 20, 30, 0) if mode == "RGBA" else (10, 20, 30))
+    out = to_rgb(im)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == expected
+
+
+def test_unknown_ranges_are_refused_not_clipped(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pmgaft.data.decode import to_rgb
+
+    with pytest.raises(ValueError, match=r"float image .* \[0.0, 2.0\]"):
+        to_rgb(Image.fromarray(np.array([[0.0, 2.0]], dtype=np.float32)))
+    with pytest.raises(ValueError, match=r"values in \[0, 70000\]"):
+        to_rgb(Image.fromarray(np.array([[0, 70000]], dtype=np.int32)))
+    Image.fromarray(np.array([[0.0, 2.0]], dtype=np.float32)).save(tmp_path / "f.tiff")
+    ds = ImageDataset(FileImages([tmp_path / "f.tiff"]), [0], ["a"], name="t", split="test")
+    with pytest.raises(PmgaftError, match=r"cannot decode .*f\.tiff: ValueError: float image"):
+        ds[0]
+
+
+def _corrupt(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 3])  # a truncated file
+
+
+@pytest.mark.parametrize(("name", "split", "attribute"), [
+    ("food101", "test", "_image_files"), ("dtd", "test", "_image_files"), ("stanford_cars", "test", "_samples"),
+    ("imagenet", "test", "samples"), ("eurosat", "all", "samples"), ("caltech101", "all", "categories"),
+    ("tinyimagenet", "test", "files"), ("folder", "test", "ImageFolder"),
+])
+def test_undecodable_file_fails_with_its_path(name: str, split: str, attribute: str, tmp_path: Path) -> None:
+    if name == "folder":
+        for rel in ("cat/a.jpg", "dog/b.jpg"):
+            save(tmp_path / "f" / rel, 0)
+        name = f"folder:{tmp_path / 'f'}"
+    else:
+        FIXTURES[name](tmp_path)
+    ds = load_dataset(name, tmp_path, split)
+    bad = Path(ds.describe(1))
+    assert bad.is_file() and tmp_path in bad.parents
+    _corrupt(bad)
+    with pytest.raises(PmgaftError, match=f"cannot decode {bad}"):
+        ds[1]
+    ds[0]  # the others still load
+
+
+def test_array_backed_items_say_where_they_live(tmp_path: Path) -> None:
+    FIXTURES["cifar10"](tmp_path)
+    assert load_dataset("cifar10", tmp_path).describe(2).endswith("item 2 of " + str(tmp_path / "cifar-10-batches-py")
+                                                                  + "/test_batch")
+    FIXTURES["stl10"](tmp_path)
+    ds = load_dataset("stl10", tmp_path)
+    assert "item 1 of" in ds.describe(1) and ds.describe(1).endswith("test_X.bin")
+    check_items(ds, (96, 96))

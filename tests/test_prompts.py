@@ -23,6 +23,7 @@ from pmgaft.prompts import (
     resolve_dataset,
 )
 from pmgaft.prompts._sources import clip_benchmark_classnames, clip_benchmark_templates, data_json
+from pmgaft.prompts.paper import imagenet_reference_names
 
 NUM_CLASSES = {
     "cifar10": 10, "cifar100": 100, "stl10": 10, "sun397": 397, "food101": 101, "oxford_pets": 37,
@@ -52,7 +53,9 @@ def test_every_dataset_and_style(dataset, style):
     assert len(texts) == p.num_classes and all(len(row) == len(p.templates) for row in texts)
     assert "{}" not in texts[0][0] and p.classnames[0] in texts[0][0]
     assert json.loads(json.dumps(p.to_dict())) == {"dataset": dataset, "style": style,
-                                                   "classnames": p.classnames, "templates": p.templates}
+                                                   "classnames": p.classnames, "templates": p.templates,
+                                                   "names_source": p.names_source}
+    assert p.names_source and "\n" not in p.names_source
     if style in ("paper", "train"):
         assert not any("_" in c for c in p.classnames)
         if not (style == "paper" and resolve_dataset(dataset) in VERBATIM):
@@ -104,6 +107,11 @@ def test_caltech101_drops_clip_benchmarks_background_class():
     assert len(cb) == 102 and cb[0] == "background"
     assert curated_classnames("caltech101") == cb[1:]
     assert curated_classnames("caltech101")[:2] == ["off-center face", "centered face"]  # Faces, Faces_easy
+    # the paper style uses the raw folder names instead (§A); they are aligned with clip-benchmark's list
+    raw = data_json("paper")["datasets"]["caltech101"]["raw_classnames"]
+    assert raw == sorted(raw) and len(raw) == 101 and "BACKGROUND_Google" not in raw
+    assert [r for r, c in zip(raw, cb[1:]) if r.lower().replace("_", " ") == c.lower()][:3] == ["accordion", "anchor",
+                                                                                                 "ant"]
 
 
 def test_caltech256_ends_with_clutter_and_borrows_caltech101_templates():
@@ -111,6 +119,7 @@ def test_caltech256_ends_with_clutter_and_borrows_caltech101_templates():
     assert names[0] == "ak47" and names[-1] == "clutter" and "faces easy" in names
     assert get_prompts("caltech256", "ensemble").templates == clip_benchmark_templates("caltech101")
     assert get_prompts("caltech256").templates == ["A photo of a {}."]
+    assert get_prompts("caltech256").classnames[:2] == ["ak47", "american flag"]
 
 
 def test_sorted_label_orders():
@@ -128,6 +137,8 @@ def test_stanford_cars_devkit_order_and_years():
     paper = get_prompts("stanford_cars", "paper").classnames
     assert paper[0] == "am general hummer suv" and paper[173] == "ram c/v cargo van minivan"
     assert not any(re.search(r"\d{4}$", n) for n in paper)
+    # the reference cuts the last 5 characters: the same on every name
+    assert paper == [n[:-5].lower().replace("-", " ") for n in names]
     assert get_prompts("stanford_cars", "ensemble").classnames[0] == "AM General Hummer SUV 2000"
 
 
@@ -136,7 +147,7 @@ def test_paper_templates_of_the_released_code():
         "dtd": "A surface with a {} texture.", "eurosat": "A centered satellite photo of {}.",
         "fgvc_aircraft": "A photo of a {}, a type of aircraft.", "flowers102": "A photo of a {}, a type of flower.",
         "food101": "A photo of {}, a type of food.", "oxford_pets": "A photo of a {}, a type of pet.",
-        "stanford_cars": "A photo of a {}.", "caltech101": "A photo of a {}.", "caltech256": "A photo of a {}.",
+        "stanford_cars": "A photo of a {}.", "caltech101": "This is a photo of a {}", "caltech256": "A photo of a {}.",
         "pcam": "{}", "cifar10": "This is a photo of a {}", "imagenet": "This is a photo of a {}",
         "tinyimagenet": "This is a photo of a {}", "sun397": "This is a photo of a {}",
     }
@@ -261,3 +272,94 @@ def test_clip_benchmark_python_code_is_never_imported(monkeypatch):
         for style in PROMPT_STYLES:
             get_prompts(ds, style)
     assert not [m for m in sys.modules if m.split(".")[0] == "clip_benchmark"]
+
+
+# --- the reference (PROTOCOLS.md §A) names and prompts --------------------------------------------------------
+
+def _refine(name: str) -> str:
+    return name.lower().replace("_", " ").replace("-", " ").replace("/", " ")
+
+
+def test_imagenet_reference_list_is_the_first_wordnet_lemma_and_differs_from_open_clip_on_293():
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    import timm
+
+    info = Path(timm.__file__).parent / "data" / "_info"
+    synsets = (info / "imagenet_synsets.txt").read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
+    data = data_json("imagenet_reference_names")
+    assert "imagenet_classes_names.txt" in data["_source"] and "timm" in data["_source"]
+    names = data["names"]
+    assert list(names) == synsets == sorted(synsets)  # label order = sorted wnids
+    assert names == {w: lemmas[w].split(",")[0].strip().replace(" ", "_") for w in synsets}
+    paper = get_prompts("imagenet").classnames
+    assert paper == [_refine(names[w]) for w in synsets]
+    assert sum(a != _refine(b) for a, b in zip(paper, IMAGENET_CLASSNAMES)) == 293
+    assert paper[synsets.index("n01629819")] == "european fire salamander"
+    duplicates = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+    assert duplicates == ["crane", "maillot"]
+    assert get_prompts("foolbox_imagenet").classnames == paper
+
+
+def test_tinyimagenet_uses_the_same_list_for_its_wnids():
+    # spot checks against the reference's tinyimagenet_classes_name.txt (TGA-ZSR), refined
+    expected = {"n01443537": "goldfish", "n01629819": "european fire salamander", "n02988304": "cd player",
+                "n03584254": "ipod", "n03444034": "go kart", "n03902125": "pay phone",
+                "n03992509": "potter's wheel", "n04399382": "teddy", "n12267677": "acorn"}
+    wnids = sorted(data_json("classnames")["tinyimagenet"])
+    for style in ("paper", "train"):
+        p = get_prompts("tinyimagenet", style)
+        assert p.templates == ["This is a photo of a {}"] and "imagenet_classes_names.txt" in p.names_source
+        assert {w: p.classnames[wnids.index(w)] for w in expected} == expected
+    with pytest.raises(PmgaftError, match="not ImageNet-1k WordNet ids"):
+        imagenet_reference_names(["n00000000"])
+
+
+# (dataset, attribute of the loader the reference names start from, {label: expected prompt}); the loaders are
+# the format-faithful fixtures of tests/dataset_fixtures.py. EuroSAT and PCAM use the reference's fixed strings.
+REFERENCE_PROMPTS = [
+    ("tinyimagenet", "wnids", {0: "This is a photo of a goldfish", 1: "This is a photo of a egyptian cat"}),
+    ("cifar10", "classes", {0: "This is a photo of a airplane", 1: "This is a photo of a automobile"}),
+    ("cifar100", "classes", {1: "This is a photo of a aquarium fish", 41: "This is a photo of a lawn mower"}),
+    ("stl10", "classes", {0: "This is a photo of a airplane", 7: "This is a photo of a monkey"}),
+    ("sun397", "classes", {0: "This is a photo of a abbey", 1: "This is a photo of a apartment building outdoor"}),
+    ("food101", "classes", {0: "A photo of apple pie, a type of food.", 1: "A photo of baby back ribs, a type of food."}),
+    ("oxford_pets", "classes", {0: "A photo of a abyssinian, a type of pet.",
+                                1: "A photo of a american bulldog, a type of pet."}),
+    ("flowers102", "classes", {0: "A photo of a pink primrose, a type of flower.",
+                               11: "A photo of a colts foot, a type of flower.",
+                               59: "A photo of a pink yellow dahlia?, a type of flower."}),
+    ("dtd", "classes", {0: "A surface with a banded texture.", 1: "A surface with a zigzagged texture."}),
+    ("eurosat", "classes", {0: "A centered satellite photo of annual crop land.",
+                            1: "A centered satellite photo of a forest.",
+                            9: "A centered satellite photo of a sea or a lake."}),
+    ("fgvc_aircraft", "classes", {0: "A photo of a boeing 707-320, a type of aircraft.",
+                                  1: "A photo of a a300b4, a type of aircraft.",
+                                  2: "A photo of a boeing 717, a type of aircraft."}),
+    ("imagenet", "wnids", {0: "This is a photo of a tench", 2: "This is a photo of a great white shark"}),
+    ("caltech101", "classes", {0: "This is a photo of a faces", 1: "This is a photo of a accordion"}),
+    ("caltech256", "categories", {0: "A photo of a ak47.", 1: "A photo of a american flag."}),
+    ("caltech256", "classes", {1: "A photo of a american flag.", 2: "A photo of a backpack."}),
+    ("stanford_cars", "classes", {0: "A photo of a am general hummer suv.", 2: "A photo of a audi r8 coupe."}),
+    ("pcam", "classes", {0: "Tthis is a photo of healthy lymph node tissue.",
+                         1: "This is a photo of lymph node tumor tissue."}),
+]
+
+
+@pytest.mark.parametrize(("dataset", "attribute", "expected"), REFERENCE_PROMPTS,
+                         ids=[f"{d}-{a}" for d, a, _ in REFERENCE_PROMPTS])
+def test_reference_prompts_from_the_loaders_classes(dataset, attribute, expected, tmp_path):
+    from dataset_fixtures import FIXTURES
+    from pmgaft.data import DATASETS, load_dataset
+
+    FIXTURES[dataset](tmp_path)
+    ds = load_dataset(dataset, tmp_path, "all" if "all" in DATASETS[dataset].splits else "test")
+    raw = getattr(ds, attribute)
+    if attribute == "wnids":
+        raw = imagenet_reference_names(raw)
+    names, templates = PROMPT_STYLES["paper"].build(dataset, raw)
+    assert {label: templates[0].format(names[label]) for label in expected} == expected
+    # the registered list (what get_prompts uses without data) gives the same prompts where it is the same list
+    if len(raw) == NUM_CLASSES[dataset]:
+        full = get_prompts(dataset, "paper", classnames=ds.classes)
+        assert {label: full.texts()[label][0] for label in expected} == expected

@@ -1,24 +1,110 @@
 """One dataset type for every loader: ``(image [3, H, W] float in [0, 1], int label)`` plus cheap metadata.
 
-Loaders only say how to fetch the i-th PIL image; :class:`ImageDataset` converts it to RGB (grayscale -> 3
-channels), applies the transform (never a normalization: that lives inside the model) and exposes ``.classes``
-(raw class names in label order) and ``.targets`` (labels without decoding images, for stratified subsets).
+Loaders only say how to fetch the i-th stored image (an :class:`ImageSource`: a file list, an array, a
+torchvision dataset); :class:`ImageDataset` turns it into 8-bit RGB with its true range
+(:func:`pmgaft.data.decode.to_rgb`), applies the transform (never a normalization: that lives inside the model)
+and exposes ``.classes`` (raw class names in label order) and ``.targets`` (labels without decoding images, for
+stratified subsets). A file that cannot be decoded fails with its path.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
 import pmgaft  # noqa: F401  (torchvision shim before torchvision is imported)
 from torchvision.transforms import functional as TF
 
+from pmgaft.data.decode import DECODE_ERRORS, load_image, to_rgb
 from pmgaft.errors import PmgaftError
 
-ImageSource = Callable[[int], Image.Image]
 Transform = Callable[[Image.Image], Any]
+SKIP_HINT = ("Replace or re-download the file, or skip unreadable images "
+             "(pmgaft.data.cache.build_decoded(..., skip_corrupt=True))")
+
+
+class ImageSource:
+    """``source(i)`` -> the i-th stored image (any PIL mode); ``describe(i)`` says where it lives (for errors);
+    ``fingerprint(positions)`` is a cheap hash of what those images are made of (for cache keys)."""
+
+    def __call__(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        return f"item {i}"
+
+    def fingerprint(self, positions: Sequence[int]) -> str:
+        raise NotImplementedError
+
+
+class FileImages(ImageSource):
+    """Image files, decoded with Pillow (torchvision.io is not used)."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+
+    def __call__(self, i: int) -> Image.Image:
+        return load_image(self.paths[i])
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])
+
+    def fingerprint(self, positions: Sequence[int]) -> str:
+        """Paths, sizes and modification times (one ``stat`` per file, no read)."""
+        h = hashlib.blake2b(digest_size=16)
+        for i in positions:
+            path = self.paths[i]
+            try:
+                st = os.stat(path)
+                h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{path}\0missing\n".encode())  # decoding will name it
+        return h.hexdigest()
+
+
+class ArrayImages(ImageSource):
+    """A uint8 array ``[N, H, W]`` (gray), ``[N, H, W, 3]`` (RGB) or, with ``channels_first``, ``[N, 3, H, W]``."""
+
+    def __init__(self, array: np.ndarray, origin: str = "an array", channels_first: bool = False) -> None:
+        self.array, self.origin, self.channels_first = array, origin, channels_first
+
+    def __call__(self, i: int) -> Image.Image:
+        item = self.array[i]
+        return Image.fromarray(np.ascontiguousarray(item.transpose(1, 2, 0)) if self.channels_first else item)
+
+    def describe(self, i: int) -> str:
+        return f"item {i} of {self.origin}"
+
+    def fingerprint(self, positions: Sequence[int]) -> str:
+        """The exact bytes of the selected items."""
+        h = hashlib.blake2b(f"{self.array.shape}{self.array.dtype}".encode(), digest_size=16)
+        idx = np.asarray(positions, dtype=np.int64)
+        for start in range(0, len(idx), 4096):
+            h.update(np.ascontiguousarray(self.array[idx[start:start + 4096]]).tobytes())
+        return h.hexdigest()
+
+
+class TorchvisionImages(ImageSource):
+    """A torchvision dataset built without a transform (its item 0 is a PIL image), stored in ``files``."""
+
+    def __init__(self, dataset: Any, files: Sequence[Path] = (), origin: str = "") -> None:
+        self.dataset, self.files = dataset, [Path(f) for f in files]
+        self.origin = origin or ", ".join(map(str, self.files)) or type(dataset).__name__
+
+    def __call__(self, i: int) -> Image.Image:
+        return self.dataset[i][0]
+
+    def describe(self, i: int) -> str:
+        return f"item {i} of {self.origin}"
+
+    def fingerprint(self, positions: Sequence[int]) -> str:
+        """Sizes and modification times of the files holding the images."""
+        return FileImages(self.files).fingerprint(range(len(self.files)))
 
 
 class ImageDataset(Dataset):
@@ -37,15 +123,40 @@ class ImageDataset(Dataset):
         self.transform = transform
 
     def select(self, indices: Sequence[int], split: str) -> "ImageDataset":
-        """A view of this dataset restricted to ``indices`` (positions in this dataset)."""
-        base = self._indices if self._indices is not None else range(len(self.targets))
-        view = ImageDataset(self._images, [], self.classes, name=self.name, split=split, location=self.location,
-                            transform=self.transform)
-        view._indices = [base[i] for i in indices]
+        """A view of this dataset restricted to ``indices`` (positions in this dataset, in that order).
+
+        Class-level metadata set by loaders (``.wnids``, ``.categories``) is shared with the view.
+        """
+        bad = [i for i in indices if not 0 <= i < len(self)]
+        if bad:
+            raise PmgaftError(f"select(): positions {bad[:5]} are outside {self.name or 'the dataset'} "
+                              f"({len(self)} images); pass positions in 0..{len(self) - 1}.")
+        view = ImageDataset.__new__(ImageDataset)
+        view.__dict__.update(vars(self))
+        view._indices = [self.source_index(i) for i in indices]
         view.targets = [self.targets[i] for i in indices]
-        for key, value in vars(self).items():  # extra metadata such as .wnids
-            view.__dict__.setdefault(key, value)
+        view.split = split
         return view
+
+    def source_index(self, i: int) -> int:
+        """The position in the image source of this dataset's item ``i``."""
+        return self._indices[i] if self._indices is not None else i
+
+    @property
+    def source(self) -> ImageSource:
+        return self._images
+
+    def describe(self, i: int) -> str:
+        """Where item ``i`` is stored: its file path, or ``item k of <file>`` for array-backed sets."""
+        return self._images.describe(self.source_index(i))
+
+    def load_rgb(self, i: int) -> Image.Image:
+        """Item ``i`` decoded to 8-bit RGB, untransformed; a PmgaftError naming the file if it cannot be."""
+        try:
+            return to_rgb(self._images(self.source_index(i)))
+        except DECODE_ERRORS as err:
+            raise PmgaftError(f"dataset {self.name!r} ({self.split} split): cannot decode {self.describe(i)}: "
+                              f"{type(err).__name__}: {err}. {SKIP_HINT}.") from err
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -54,49 +165,10 @@ class ImageDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {self.name} ({len(self)} images)")
         i = i % len(self)
-        source_index = self._indices[i] if self._indices is not None else i
-        try:
-            image = self._images(source_index)
-            image = image.convert("RGB") if image.mode != "RGB" else image
-        except (OSError, ValueError) as err:
-            raise PmgaftError(f"dataset {self.name!r}: cannot read image {i} ({self.split} split) under "
-                              f"{self.location}: {err}") from err
+        image = self.load_rgb(i)
         x = self.transform(image) if self.transform is not None else TF.to_tensor(image)
         return x, self.targets[i]
 
     def __repr__(self) -> str:
         return (f"ImageDataset({self.name!r}, split={self.split!r}, n={len(self)}, classes={len(self.classes)}, "
                 f"location={str(self.location)!r})")
-
-
-class TorchvisionImages:
-    """``images(i)`` for a torchvision dataset built without a transform (its item 0 is a PIL image)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __call__(self, i: int) -> Image.Image:
-        return self.dataset[i][0]
-
-
-class FileImages:
-    """``images(i)`` for a list of image files, opened with PIL (torchvision.io decoding is not used)."""
-
-    def __init__(self, paths: Sequence[str | Path]) -> None:
-        self.paths = list(paths)
-
-    def __call__(self, i: int) -> Image.Image:
-        with open(self.paths[i], "rb") as f:
-            image = Image.open(f)
-            image.load()
-        return image
-
-
-class ArrayImages:
-    """``images(i)`` for a uint8 array ``[N, H, W]`` (grayscale) or ``[N, H, W, 3]`` (RGB)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-
-    def __call__(self, i: int) -> Image.Image:
-        return Image.fromarray(self.array[i])

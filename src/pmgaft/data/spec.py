@@ -32,6 +32,8 @@ class DatasetSpec:
     no data root needed; these are for smoke tests, CI and the quickstart, not part of the paper's protocol.
     ``any_folder_name``: the data root may itself be the dataset folder, whatever its name (own readers and
     torchvision's ImageNet take the dataset folder directly; other torchvision classes append fixed names).
+    ``sizes``: the standard image count of each split on the official data (``None``: not known without the
+    data, e.g. the 70/30 split of an unsplit set), so a dry run can print counts before any download.
     """
 
     name: str
@@ -50,11 +52,22 @@ class DatasetSpec:
     offline: bool = False
     any_folder_name: bool = False
     candidates: Callable[[Path], list[Path]] | None = field(default=None, repr=False, compare=False)
+    sizes: Mapping[str, int | None] = field(default_factory=dict, compare=False)
 
     @property
     def role(self) -> str:
         """``zero-shot`` (the paper's 15 test sets), ``fine-tune`` (TinyImageNet) or ``offline`` (smoke tests)."""
         return "zero-shot" if self.zero_shot else ("offline" if self.offline else "fine-tune")
+
+    def size(self, split: str) -> int | None:
+        """The standard image count of ``split`` (None when it depends on the data on disk)."""
+        return self.sizes.get(split)
+
+    def describe_split(self, split: str) -> str:
+        """``"test_batch (10,000 images)"``: which official split ``split`` is, with its standard count."""
+        what = self.test_split if split == "test" else ("the whole set" if split == "all" else split)
+        n = self.size(split)
+        return f"{what} ({n:,} images)" if n is not None else f"{what} (count depends on the data on disk)"
 
     def required(self, split: str) -> tuple[str, ...]:
         return tuple(self.files.get("*", ())) + tuple(self.files.get(split, ()))

@@ -86,6 +86,7 @@ SPECS: list[DatasetSpec] = [
                 layout="tiny-imagenet-200/{wnids.txt,words.txt,train/<wnid>/images/*.JPEG,val/images/*.JPEG,"
                        "val/val_annotations.txt}",
                 files={"*": ("wnids.txt", "words.txt"), "test": ("val",), "train": ("train",)},
-                test_split="val (10,000; the official test folder has no labels)", download=True,
+                test_split="val (the official test folder has no labels)", download=True,
+                sizes={"train": 100_000, "test": 10_000},
                 source=URL, zero_shot=False),
 ]

@@ -1,9 +1,10 @@
 """The paper's datasets that torchvision reads and that ship an official test split.
 
-Each builder constructs the torchvision class without a transform (items are PIL images; file-based classes get
-``loader=pil_loader`` explicitly, so images never go through ``torchvision.io``) and wraps it in
-:class:`ImageDataset` with cheap ``.targets`` taken from the class's label list (a private attribute for some
-classes: torchvision exposes no public one, and reading labels through ``__getitem__`` would decode images).
+Each builder constructs the torchvision class without a transform and wraps what it found in
+:class:`ImageDataset`: file-based sets as their file list (:class:`FileImages`: decoding, errors and cache
+fingerprints see the paths), CIFAR/STL-10 as their uint8 arrays, PCAM through torchvision's h5 reader. Labels are
+the class's label list (a private attribute for some classes: torchvision exposes no public one, and reading
+labels through ``__getitem__`` would decode images).
 
 MD5 checks: CIFAR-10/100, STL-10 and Flowers-102 hash their files on *every* construction (170 MB for CIFAR,
 2.6 GB for STL-10's unlabelled file, needed even for the test split) and reject any copy that is not
@@ -20,10 +21,9 @@ from typing import Any, Callable
 
 import pmgaft  # noqa: F401  (torchvision shim)
 from torchvision import datasets as tvd
-from torchvision.datasets.folder import pil_loader
 
 from pmgaft.data import classnames
-from pmgaft.data.base import ImageDataset, TorchvisionImages
+from pmgaft.data.base import ArrayImages, FileImages, ImageDataset, TorchvisionImages
 from pmgaft.data.spec import DatasetSpec, tv_root
 
 
@@ -71,20 +71,23 @@ class _NoMd5Flowers102(tvd.Flowers102):
             (self._base_folder / self._file_dict[k][0]).is_file() for k in ("label", "setid"))
 
 
-def _wrap(ds: Any, targets: Any, classes: Any, split: str) -> ImageDataset:
-    return ImageDataset(TorchvisionImages(ds), list(targets), list(classes), split=split)
+def _files(paths: Any, targets: Any, classes: Any, split: str) -> ImageDataset:
+    return ImageDataset(FileImages(list(paths)), list(targets), list(classes), split=split)
 
 
 def _cifar(cls: type, subdir: str) -> Callable[[Path, str, bool], ImageDataset]:
     def build(d: Path, split: str, download: bool) -> ImageDataset:
         ds = cls(tv_root(d, subdir), train=split == "train", download=download)
-        return _wrap(ds, ds.targets, ds.classes, split)
+        names = [f for f, _ in (ds.train_list if split == "train" else ds.test_list)]
+        images = ArrayImages(ds.data, origin=f"{d}/{'+'.join(names)}")  # [N, 32, 32, 3] uint8
+        return ImageDataset(images, ds.targets, ds.classes, split=split)
     return build
 
 
 def _stl10(d: Path, split: str, download: bool) -> ImageDataset:
     ds = _NoMd5STL10(tv_root(d, "stl10_binary"), split=split, download=download)
-    return _wrap(ds, ds.labels.tolist(), ds.classes, split)
+    images = ArrayImages(ds.data, origin=str(d / f"{split}_X.bin"), channels_first=True)  # [N, 3, 96, 96]
+    return ImageDataset(images, ds.labels.tolist(), ds.classes, split=split)
 
 
 def _pcam(d: Path, split: str, download: bool) -> ImageDataset:
@@ -93,27 +96,29 @@ def _pcam(d: Path, split: str, download: bool) -> ImageDataset:
     ds = tvd.PCAM(tv_root(d, "pcam"), split=split, download=download)
     with h5py.File(d / ds._FILES[split]["targets"][0]) as f:
         targets = f["y"][:, 0, 0, 0].tolist()  # [N, 1, 1, 1] in the official files
-    return _wrap(ds, targets, classnames.PCAM, split)
+    images = TorchvisionImages(ds, files=[d / ds._FILES[split]["images"][0]])
+    return ImageDataset(images, targets, classnames.PCAM, split=split)
 
 
 def _labels_list(cls: type, subdir: str, split_map: dict[str, str] | None = None,
-                 **kwargs: Any) -> Callable[[Path, str, bool], ImageDataset]:
-    """Builder for classes keeping ``._labels`` and ``.classes`` (Food-101, Pets, Flowers, DTD, Aircraft)."""
+                 files: str = "_image_files", **kwargs: Any) -> Callable[[Path, str, bool], ImageDataset]:
+    """Builder for classes keeping ``._labels``, ``.classes`` and a file list (Food-101, Pets, Flowers, DTD,
+    Aircraft)."""
     def build(d: Path, split: str, download: bool) -> ImageDataset:
         ds = cls(tv_root(d, subdir), split=(split_map or {}).get(split, split), download=download, **kwargs)
-        return _wrap(ds, ds._labels, ds.classes, split)
+        return _files(getattr(ds, files), ds._labels, ds.classes, split)
     return build
 
 
 def _cars(d: Path, split: str, download: bool) -> ImageDataset:
-    ds = tvd.StanfordCars(tv_root(d, "stanford_cars"), split=split, loader=pil_loader)
-    return _wrap(ds, [t for _, t in ds._samples], ds.classes, split)
+    ds = tvd.StanfordCars(tv_root(d, "stanford_cars"), split=split)
+    return _files([p for p, _ in ds._samples], [t for _, t in ds._samples], ds.classes, split)
 
 
 def _imagenet(d: Path, split: str, download: bool) -> ImageDataset:
-    ds = tvd.ImageNet(str(d), split="val" if split == "test" else "train", loader=pil_loader)
-    out = _wrap(ds, ds.targets, [names[0] for names in ds.classes], split)  # first WordNet synonym
-    out.wnids = list(ds.wnids)
+    ds = tvd.ImageNet(str(d), split="val" if split == "test" else "train")
+    out = _files([p for p, _ in ds.samples], ds.targets, [names[0] for names in ds.classes], split)
+    out.wnids = list(ds.wnids)  # first WordNet synonym as the class name; the ids for the reference name list
     return out
 
 
@@ -123,51 +128,54 @@ SPECS: list[DatasetSpec] = [
                 layout="cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta (python pickles)",
                 files={"*": ("batches.meta",), "test": ("test_batch",),
                        "train": tuple(f"data_batch_{i}" for i in range(1, 6))},
-                test_split="test_batch (10,000 images)", download=True, native_size=32, source=_CAN_DOWNLOAD),
+                test_split="test_batch", sizes={"train": 50_000, "test": 10_000}, download=True, native_size=32, source=_CAN_DOWNLOAD),
     DatasetSpec("cifar100", "CIFAR-100", 100, "cifar-100-python", _cifar(_NoMd5CIFAR100, "cifar-100-python"),
                 layout="cifar-100-python/ with train, test and meta (python pickles)",
                 files={"*": ("meta",), "test": ("test",), "train": ("train",)},
-                test_split="test (10,000 images; fine labels)", download=True, native_size=32,
+                test_split="test (fine labels)", sizes={"train": 50_000, "test": 10_000}, download=True, native_size=32,
                 source=_CAN_DOWNLOAD),
     DatasetSpec("stl10", "STL-10", 10, "stl10_binary", _stl10,
                 layout="stl10_binary/ with {train,test}_X.bin, {train,test}_y.bin and class_names.txt",
                 files={"*": ("class_names.txt",), "test": ("test_X.bin", "test_y.bin"),
                        "train": ("train_X.bin", "train_y.bin")},
-                test_split="test (8,000); train = the 5,000 labelled images", download=True, native_size=96,
+                test_split="test; train = the labelled train images", sizes={"train": 5_000, "test": 8_000},
+                download=True, native_size=96,
                 source=_CAN_DOWNLOAD),
-    DatasetSpec("food101", "Food-101", 101, "food-101", _labels_list(tvd.Food101, "food-101", loader=pil_loader),
+    DatasetSpec("food101", "Food-101", 101, "food-101", _labels_list(tvd.Food101, "food-101"),
                 layout="food-101/meta/{train,test}.json and food-101/images/<class>/<id>.jpg",
                 files={"*": ("images",), "test": ("meta/test.json",), "train": ("meta/train.json",)},
-                test_split="test (25,250)", download=True, source=_CAN_DOWNLOAD),
+                test_split="test", sizes={"train": 75_750, "test": 25_250}, download=True, source=_CAN_DOWNLOAD),
     DatasetSpec("oxford_pets", "Oxford-IIIT Pets", 37, "oxford-iiit-pet",
-                _labels_list(tvd.OxfordIIITPet, "oxford-iiit-pet", {"train": "trainval"}),
+                _labels_list(tvd.OxfordIIITPet, "oxford-iiit-pet", {"train": "trainval"}, files="_images"),
                 layout="oxford-iiit-pet/annotations/{trainval,test}.txt and oxford-iiit-pet/images/<Breed>_<n>.jpg",
                 files={"*": ("images",), "test": ("annotations/test.txt",), "train": ("annotations/trainval.txt",)},
-                test_split="test (3,669); train = trainval (3,680)", download=True, source=_CAN_DOWNLOAD),
+                test_split="test; train = trainval", sizes={"train": 3_680, "test": 3_669}, download=True, source=_CAN_DOWNLOAD),
     DatasetSpec("flowers102", "Flowers-102", 102, "flowers-102",
-                _labels_list(_NoMd5Flowers102, "flowers-102", loader=pil_loader),
+                _labels_list(_NoMd5Flowers102, "flowers-102"),
                 layout="flowers-102/{imagelabels.mat,setid.mat} and flowers-102/jpg/image_NNNNN.jpg",
                 files={"*": ("jpg", "imagelabels.mat", "setid.mat")}, splits=("train", "val", "test"),
-                test_split="tstid (6,149); train/val = trnid/valid (1,020 each)", download=True,
+                test_split="tstid; train/val = trnid/valid", sizes={"train": 1_020, "val": 1_020, "test": 6_149},
+                download=True,
                 source=_CAN_DOWNLOAD),
-    DatasetSpec("dtd", "DTD", 47, "dtd/dtd", _labels_list(tvd.DTD, "dtd/dtd", loader=pil_loader),
+    DatasetSpec("dtd", "DTD", 47, "dtd/dtd", _labels_list(tvd.DTD, "dtd/dtd"),
                 layout="dtd/dtd/labels/{train,val,test}1.txt and dtd/dtd/images/<class>/<image>.jpg",
                 files={"*": ("images",), "test": ("labels/test1.txt",), "train": ("labels/train1.txt",),
                        "val": ("labels/val1.txt",)}, splits=("train", "val", "test"),
-                test_split="test1 (1,880; partition 1)", download=True, source=_CAN_DOWNLOAD),
+                test_split="test1 (partition 1)", sizes={"train": 1_880, "val": 1_880, "test": 1_880}, download=True, source=_CAN_DOWNLOAD),
     DatasetSpec("fgvc_aircraft", "FGVC-Aircraft", 100, "fgvc-aircraft-2013b",
-                _labels_list(tvd.FGVCAircraft, "fgvc-aircraft-2013b", loader=pil_loader),
+                _labels_list(tvd.FGVCAircraft, "fgvc-aircraft-2013b"),
                 layout="fgvc-aircraft-2013b/data/{variants.txt,images_variant_<split>.txt,images/<id>.jpg}",
                 files={"*": ("data/images", "data/variants.txt"), "test": ("data/images_variant_test.txt",),
                        "train": ("data/images_variant_train.txt",), "val": ("data/images_variant_val.txt",)},
-                splits=("train", "val", "test"), test_split="test (3,333; variant level, 100 classes)",
+                splits=("train", "val", "test"), test_split="test (variant level, 100 classes)",
+                sizes={"train": 3_334, "val": 3_333, "test": 3_333},
                 download=True, source=_CAN_DOWNLOAD),
     DatasetSpec("imagenet", "ImageNet", 1000, "imagenet", _imagenet, any_folder_name=True,
                 layout="imagenet/meta.bin + imagenet/val/<wnid>/*.JPEG (train/<wnid>/ for train), or "
                        "imagenet/ILSVRC2012_devkit_t12.tar.gz + ILSVRC2012_img_val.tar, unpacked on first use",
                 files={"*": ("meta.bin|ILSVRC2012_devkit_t12.tar.gz",), "test": ("val|ILSVRC2012_img_val.tar",),
                        "train": ("train|ILSVRC2012_img_train.tar",)},
-                test_split="val (50,000)",
+                test_split="val", sizes={"train": 1_281_167, "test": 50_000},
                 source="https://image-net.org/download (ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar; "
                        "put them in the imagenet folder)"),
     DatasetSpec("stanford_cars", "Stanford Cars", 196, "stanford_cars", _cars,
@@ -175,13 +183,14 @@ SPECS: list[DatasetSpec] = [
                        "stanford_cars/devkit/{cars_meta.mat,cars_train_annos.mat}",
                 files={"*": ("devkit/cars_meta.mat",), "test": ("cars_test", "cars_test_annos_withlabels.mat"),
                        "train": ("cars_train", "devkit/cars_train_annos.mat")},
-                test_split="cars_test (8,041)",
+                test_split="cars_test", sizes={"train": 8_144, "test": 8_041},
                 source="a mirror of Stanford Cars (the original URL is gone, torchvision cannot download it) "
                        "arranged as torchvision.datasets.StanfordCars expects"),
     DatasetSpec("pcam", "PCAM", 2, "pcam", _pcam,
                 layout="pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5",
                 files={s: (f"camelyonpatch_level_2_split_{f}_x.h5", f"camelyonpatch_level_2_split_{f}_y.h5")
                        for s, f in (("train", "train"), ("val", "valid"), ("test", "test"))},
-                splits=("train", "val", "test"), test_split="test (32,768); val = valid", download=True,
+                splits=("train", "val", "test"), test_split="test; val = valid", sizes={"train": 262_144, "val": 32_768, "test": 32_768},
+                download=True,
                 native_size=96, source="torchvision's download (needs `pip install gdown`)"),
 ]

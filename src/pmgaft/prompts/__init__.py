@@ -1,21 +1,24 @@
 """Prompts and class names as data: ``get_prompts(dataset, style)`` -> ``Prompts(classnames, templates)``.
 
-Styles (``PROMPT_STYLES``): ``paper`` = the released PMG-AFT code's single prompt per dataset, ``ensemble`` =
-CLIP_benchmark / OpenAI template ensembles, ``train`` = the fine-tuning prompt "This is a photo of a {}".
-Class names are curated per dataset in torchvision's label order (``classnames.py`` says where each list comes
-from); the JSON files in ``data/`` hold what no installed package ships.
+Styles (``PROMPT_STYLES``): ``paper`` = the reference evaluations' single prompt per class (PROTOCOLS.md §A and
+§B: per-dataset template and class-name list, e.g. the reference ImageNet name list), ``ensemble`` =
+CLIP_benchmark / OpenAI template ensembles on curated names, ``train`` = the fine-tuning prompt "This is a photo
+of a {}" on the reference lists. Lists are in torchvision's label order; ``Prompts.names_source`` says where each
+comes from; the JSON files in ``data/`` hold what no installed package ships.
 """
 from pmgaft.prompts.classnames import (
     ALIASES,
     CLASSNAME_SOURCES,
     DATASETS,
     FOLDER_PREFIX,
+    classname_source,
     curated_classnames,
     known_datasets,
     resolve_dataset,
 )
 from pmgaft.prompts.cleaning import NAME_FIXES
 from pmgaft.prompts.core import Prompts, get_prompts
+from pmgaft.prompts.paper import imagenet_reference_names
 from pmgaft.prompts.styles import PROMPT_STYLES, PromptStyle, clean_classname
 
 __all__ = [
@@ -27,9 +30,11 @@ __all__ = [
     "PROMPT_STYLES",
     "PromptStyle",
     "Prompts",
+    "classname_source",
     "clean_classname",
     "curated_classnames",
     "get_prompts",
+    "imagenet_reference_names",
     "known_datasets",
     "resolve_dataset",
 ]

@@ -15,6 +15,7 @@ The foolbox sample sets reuse their parent set's names (``ALIASES``); ``folder:P
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from pmgaft.errors import PmgaftError
@@ -33,12 +34,24 @@ ALIASES: dict[str, str] = {
 }
 
 
-def _ours(key: str) -> Callable[[], list[str]]:
-    return lambda: list(data_json("classnames")[key])
+@dataclass(frozen=True)
+class NameSource:
+    """Where one dataset's curated names come from: ``load()`` reads them, ``description`` says from where."""
+
+    load: Callable[[], list[str]]
+    description: str
+
+    def __call__(self) -> list[str]:
+        return self.load()
 
 
-def _clip_benchmark(key: str, start: int = 0) -> Callable[[], list[str]]:
-    return lambda: clip_benchmark_classnames(key)[start:]
+def _ours(key: str) -> NameSource:
+    return NameSource(lambda: list(data_json("classnames")[key]),
+                      f"pmgaft prompts/data/classnames.json[{key!r}]: {data_json('classnames')['_sources'][key]}")
+
+
+def _clip_benchmark(key: str, start: int = 0, note: str = "") -> NameSource:
+    return NameSource(lambda: clip_benchmark_classnames(key)[start:], f"clip-benchmark en_classnames.json[{key!r}]{note}")
 
 
 def _imagenet() -> list[str]:
@@ -56,7 +69,7 @@ def _fashion_mnist() -> list[str]:
     return list(FashionMNIST.classes)
 
 
-CLASSNAME_SOURCES: dict[str, Callable[[], list[str]]] = {
+CLASSNAME_SOURCES: dict[str, NameSource] = {
     "cifar10": _ours("cifar10"),
     "cifar100": _ours("cifar100"),
     "stl10": _ours("stl10"),
@@ -67,15 +80,16 @@ CLASSNAME_SOURCES: dict[str, Callable[[], list[str]]] = {
     "dtd": _ours("dtd"),
     "eurosat": _clip_benchmark("eurosat"),
     "fgvc_aircraft": _ours("fgvc_aircraft"),
-    "imagenet": _imagenet,
-    "caltech101": _clip_benchmark("caltech101", start=1),  # drop clip-benchmark's BACKGROUND_Google class
+    "imagenet": NameSource(_imagenet, "open_clip IMAGENET_CLASSNAMES (OpenAI's curated ImageNet names)"),
+    "caltech101": _clip_benchmark("caltech101", start=1, note=" without its BACKGROUND_Google class"),
     "caltech256": _ours("caltech256"),
     "stanford_cars": _ours("stanford_cars"),
     "pcam": _clip_benchmark("pcam"),  # label 1 = metastatic tissue
-    "tinyimagenet": _tinyimagenet,
-    "fashion_mnist": _fashion_mnist,
+    "tinyimagenet": NameSource(_tinyimagenet, f"pmgaft prompts/data/classnames.json['tinyimagenet']: "
+                                              f"{data_json('classnames')['_sources']['tinyimagenet']}"),
+    "fashion_mnist": NameSource(_fashion_mnist, "torchvision FashionMNIST.classes"),
     "mnist": _clip_benchmark("mnist"),
-    "digits": _clip_benchmark("mnist"),  # scikit-learn's 8x8 digits: labels 0-9, named like MNIST's
+    "digits": _clip_benchmark("mnist", note=" (scikit-learn's 8x8 digits, labels 0-9)"),
 }
 
 DATASETS: tuple[str, ...] = tuple(CLASSNAME_SOURCES)
@@ -92,6 +106,14 @@ def resolve_dataset(name: str) -> str | None:
         return None
     key = ALIASES.get(name, name)
     return key if key in CLASSNAME_SOURCES else None
+
+
+def classname_source(dataset: str) -> str:
+    """Where the curated names of a registered dataset (or alias) come from, in one line."""
+    key = resolve_dataset(dataset)
+    if key is None:
+        raise PmgaftError(f"unknown dataset {dataset!r}.{did_you_mean(dataset, known_datasets())}")
+    return CLASSNAME_SOURCES[key].description
 
 
 def curated_classnames(dataset: str) -> list[str]:

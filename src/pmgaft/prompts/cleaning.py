@@ -5,6 +5,7 @@ import re
 from typing import Callable
 
 _YEAR = re.compile(r"\s+(19|20)\d\d$")
+_FOLDER_INDEX = re.compile(r"^\d+\.")
 
 
 def clean(name: str, *, lower: bool, replace: str) -> str:
@@ -20,8 +21,19 @@ def clean(name: str, *, lower: bool, replace: str) -> str:
 
 
 def strip_year(name: str) -> str:
-    """``'AM General Hummer SUV 2000'`` -> ``'AM General Hummer SUV'`` (released code: ``label[:-5]``)."""
+    """``'AM General Hummer SUV 2000'`` -> ``'AM General Hummer SUV'`` (reference code: ``label[:-5]``; equal on
+    every Stanford Cars name, and a no-op on a name without a year)."""
     return _YEAR.sub("", name)
+
+
+def strip_folder_index(name: str) -> str:
+    """``'002.american-flag'`` -> ``'american-flag'`` (reference code: ``name[4:]`` on Caltech-256 folders)."""
+    return _FOLDER_INDEX.sub("", name)
+
+
+def drop_101(name: str) -> str:
+    """``'motorbikes-101'`` -> ``'motorbikes'``: Caltech-256's folders borrowed from Caltech-101."""
+    return name.replace("-101", "")
 
 
 def boeing_prefix(name: str) -> str:
@@ -33,4 +45,6 @@ def boeing_prefix(name: str) -> str:
 NAME_FIXES: dict[str, Callable[[str], str]] = {
     "strip_year": strip_year,
     "boeing_prefix": boeing_prefix,
+    "strip_folder_index": strip_folder_index,
+    "drop_101": drop_101,
 }

@@ -9,19 +9,23 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from pmgaft.errors import PmgaftError
-from pmgaft.prompts.classnames import FOLDER_PREFIX, curated_classnames, known_datasets, resolve_dataset
+from pmgaft.prompts.classnames import FOLDER_PREFIX, known_datasets, resolve_dataset
 from pmgaft.prompts.styles import get_style
 from pmgaft.utils import did_you_mean
 
 
 @dataclass(frozen=True)
 class Prompts:
-    """Class names (label order) and templates (each with one ``{}``) of one dataset in one prompt style."""
+    """Class names (label order) and templates (each with one ``{}``) of one dataset in one prompt style.
+
+    ``names_source`` says in one line where the class-name list comes from (for dry runs and result cards).
+    """
 
     dataset: str
     style: str
     classnames: list[str]
     templates: list[str]
+    names_source: str = ""
 
     def __post_init__(self) -> None:
         bad = [t for t in self.templates if t.count("{}") != 1]
@@ -43,7 +47,7 @@ class Prompts:
 
 def _mismatch(dataset: str, curated: list[str], given: Sequence[str]) -> PmgaftError:
     return PmgaftError(
-        f"dataset {dataset!r} has {len(curated)} classes in pmgaft's curated list but the data has {len(given)} "
+        f"dataset {dataset!r} has {len(curated)} classes in pmgaft's class-name list but the data has {len(given)} "
         f"({', '.join(map(str, list(given)[:5]))}{', ...' if len(given) > 5 else ''}): the files do not match the "
         f"registered dataset (check its path and split), or evaluate them as 'folder:PATH' with their own names.")
 
@@ -59,19 +63,20 @@ def _unknown(dataset: str) -> PmgaftError:
 def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str] | None = None) -> Prompts:
     """Class names and templates of ``dataset`` in prompt style ``style`` (``PROMPT_STYLES``).
 
-    Registered datasets (and ``foolbox_*`` aliases) use pmgaft's curated names; ``classnames``, when also given
-    (a loader's raw ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``,
-    cleaned with the style's rules and combined with its generic template(s).
+    Registered datasets (and ``foolbox_*`` aliases) use the style's list (``paper``/``train``: the reference
+    codes' names, ``ensemble``: pmgaft's curated names); ``classnames``, when also given (a loader's raw
+    ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``, cleaned with the
+    style's rules and combined with its generic template(s).
     """
     builder = get_style(style)
     key = resolve_dataset(dataset)
     if key is not None:
-        names = curated_classnames(key)
+        names, source = builder.names(key)
         if classnames is not None and len(classnames) != len(names):
             raise _mismatch(dataset, names, classnames)
     elif classnames is None:
         raise _unknown(dataset)
     else:
-        names = [str(c) for c in classnames]
+        names, source = [str(c) for c in classnames], "the dataset's own class names (the loader's .classes)"
     out_names, templates = builder.build(key, names)
-    return Prompts(dataset=dataset, style=style, classnames=out_names, templates=templates)
+    return Prompts(dataset=dataset, style=style, classnames=out_names, templates=templates, names_source=source)

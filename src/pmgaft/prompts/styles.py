@@ -1,30 +1,40 @@
-"""The prompt-style registry: style name -> how names are cleaned and (classnames, templates) are built."""
+"""The prompt-style registry: style name -> which names it starts from, how they are cleaned, how prompts are built."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+from pmgaft.prompts.classnames import classname_source, curated_classnames
 from pmgaft.prompts.ensemble import build_ensemble, clean_ensemble
-from pmgaft.prompts.paper import build_paper, build_train, clean_paper
+from pmgaft.prompts.paper import build_paper, build_train, clean_paper, paper_names, reference_names
 from pmgaft.utils import lookup
+
+
+def _curated(dataset: str) -> tuple[list[str], str]:
+    return curated_classnames(dataset), classname_source(dataset)
 
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """A prompt style. ``build(dataset, names)``: dataset is the registered key, or None for an unknown set
-    (then the style's generic template is used); names are curated or raw class names in label order."""
+    """A prompt style.
+
+    ``names(dataset)``: for a registered dataset key, the names the style starts from (label order) and where
+    they come from. ``build(dataset, names)``: dataset is the registered key, or None for an unknown set (then
+    the style's generic template is used); names are that list or a loader's raw ``.classes``.
+    """
 
     description: str
     clean: Callable[[str], str]
-    build: Callable[[str | None, list[str]], tuple[list[str], list[str]]]
+    build: Callable[[str | None, Sequence[str]], tuple[list[str], list[str]]]
+    names: Callable[[str], tuple[list[str], str]]
 
 
 PROMPT_STYLES: dict[str, PromptStyle] = {
-    "paper": PromptStyle("released PMG-AFT code: one prompt per class, per-dataset template", clean_paper,
-                         build_paper),
-    "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles", clean_ensemble, build_ensemble),
-    "train": PromptStyle("released training prompt 'This is a photo of a {}' for every dataset", clean_paper,
-                         build_train),
+    "paper": PromptStyle("reference evaluations (PROTOCOLS.md §A/§B): one prompt per class, per-dataset template and "
+                         "class-name list", clean_paper, build_paper, paper_names),
+    "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles", clean_ensemble, build_ensemble, _curated),
+    "train": PromptStyle("reference training prompt 'This is a photo of a {}' for every dataset", clean_paper,
+                         build_train, reference_names),
 }
 
 
