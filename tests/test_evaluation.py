@@ -13,7 +13,7 @@ from pmgaft.evaluation import PROTOCOLS, SCHEMA
 
 DATASETS = ["digits", "foolbox_cifar10", "cifar10"]
 CARD_KEYS = {"schema", "model", "dataset", "prompts", "attack", "n", "clean_correct", "clean_accuracy",
-             "robust_correct", "robust_accuracy", "seed", "samples", "config", "version", "fingerprint", "run"}
+             "robust_correct", "robust_accuracy", "cost", "seed", "samples", "config", "version", "fingerprint", "run"}
 
 
 def _eval(root: Path, out: Path, *extra: str) -> int:
@@ -36,8 +36,11 @@ def test_grid_writes_one_card_per_cell_with_full_schema(grid):
     stems = ["none_eps0", "pgd3_eps1", "pgd3_eps4", "cw3_eps1", "cw3_eps4"]
     assert set(found) == {f"pmgaft-micro/{d}/{s}.json" for d in DATASETS for s in stems}
     for path, card in found.items():
-        assert set(card) == CARD_KEYS and card["schema"] == SCHEMA
+        assert set(card) - {"robust_accuracy_by_scoring"} == CARD_KEYS and card["schema"] == SCHEMA
         assert card["model"]["weights_hash"] and card["model"]["method"] == "random-init"
+        assert card["model"]["normalization"] == "clip" and card["model"]["logit_scale"] == "model"
+        assert card["model"]["quick_gelu"] is False and card["model"]["weights_finite"] is True
+        assert card["attack"]["scoring"] == "worst" and card["dataset"]["corrupt"]["n_skipped"] == 0
         assert card["prompts"]["style"] == "paper" and card["prompts"]["templates"] and card["prompts"]["classnames"]
         assert card["attack"]["eps"] == pytest.approx(card["attack"]["eps_255"] / 255)
         assert card["version"]["pmgaft"] and {"timestamp", "duration_s"} <= set(card["run"])
@@ -73,12 +76,15 @@ def test_interrupted_grid_resumes_without_recomputing(grid, tmp_path, monkeypatc
     assert len(done) == 7
     clean = out / "pmgaft-micro" / "digits" / "clean.json"
     clean_mtime = clean.stat().st_mtime_ns
+    from pmgaft.evaluation import engine
+
     attack_calls = {"n": 0}
-    for name in ("pgd", "cw"):
-        def counting(*a, _inner=ATTACKS[name], **k):
-            attack_calls["n"] += 1
-            return _inner(*a, **k)
-        monkeypatch.setitem(ATTACKS, name, counting)
+    real_stream = engine.pgd_stream
+
+    def counting(*a, **k):
+        attack_calls["n"] += 1
+        return real_stream(*a, **k)
+    monkeypatch.setattr(engine, "pgd_stream", counting)
     written.clear()
     monkeypatch.setattr(grid_module, "write_card", write)
     assert _eval(root, out, "--skip-existing") == 0
@@ -104,49 +110,93 @@ def test_robust_accuracy_does_not_rise_with_eps(tmp_path):
     assert robust[-1] < found[-1]["clean_accuracy"]  # the attack does bite at the largest eps
 
 
-def test_failures_are_recorded_and_the_grid_goes_on(tmp_path, capsys):
+def test_typos_fail_before_any_work_with_every_problem_listed(tmp_path, capsys):
+    """Unknown datasets, impossible splits, missing or unsafe checkpoints, unknown tags, an unwritable folder:
+    one paragraph, exit 2, nothing loaded and no card written."""
+    import os
+
     root = data_root(tmp_path, "pcam")
-    good = micro_checkpoint(tmp_path / "runs" / "pmgaft" / "best.safetensors")
-    bad = tmp_path / "broken.safetensors"
-    bad.write_bytes(b"not a safetensors file")
+    unsafe = tmp_path / "unsafe.pt"
+    import argparse
+    import torch
+
+    torch.save({"args": argparse.Namespace(lr=1)}, unsafe)
     out = tmp_path / "results"
-    rc = main(["eval", "--model", "pmgaft-micro", "--checkpoint", str(good), "--checkpoint", f"broken={bad}",
-               "--pretrained", str(good), "--label", "base", "--datasets", "pcam", "fod101", f"folder:{root / 'empty'}",
-               "--attacks", "none", "autoattack", "--eps", "1", "--batch-size", "4", "--data-root", str(root),
-               "--out", str(out), "--no-progress"])
+    rc = main(["eval", "--model", "pmgaft-micro", "--checkpoint", str(tmp_path / "nope.safetensors"),
+               "--checkpoint", f"unsafe={unsafe}", "--datasets", "pcam", "fod101", "--split", "val",
+               "--data-root", str(root), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot start" in err
+    for expected in ("unknown dataset 'fod101'", "food101", "nope.safetensors' does not exist",
+                     "refusing to load", "argparse.Namespace", "--trust-checkpoint"):
+        assert expected in err, expected
+    assert not list(out.rglob("*.json"))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path that can never be created
+            locked = Path("/proc/pmgaft-results")
+        rc = main(["eval", "--model", "pmgaft-micro", "--datasets", "digits", "--out", str(locked / "r"),
+                   "--no-progress"])
+    finally:
+        os.chmod(tmp_path / "locked", 0o700)
+    assert rc == 2 and "not writable" in capsys.readouterr().err
+    rc = main(["eval", "--model", "ViT-B-32", "--pretrained", "opnai", "--datasets", "digits", "--out", str(out)])
+    assert rc == 2 and "no pretrained weights tagged 'opnai'" in capsys.readouterr().err
+
+
+def test_failures_are_recorded_and_the_grid_goes_on(tmp_path, capsys):
+    from PIL import Image
+
+    root = data_root(tmp_path, "pcam")
+    folder = tmp_path / "shapes"
+    for label, colour in enumerate(["red", "blue"]):
+        (folder / colour).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 10), colour).save(folder / colour / f"{i}.png")
+    (folder / "red" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # an undecodable file
+    good = micro_checkpoint(tmp_path / "runs" / "pmgaft" / "best.safetensors")
+    out = tmp_path / "results"
+    argv = ["eval", "--checkpoint", str(good), "--datasets", "pcam", f"folder:{folder}", "caltech101",
+            "--attacks", "none", "autoattack", "--eps", "1", "--batch-size", "4", "--data-root", str(root),
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 2  # caltech101 is not under the data root: stop before any work ...
+    assert "--allow-missing" in capsys.readouterr().err and not list(out.rglob("*.json"))
+    rc = main([*argv, "--allow-missing"])  # ... unless asked to go on without it
     text = capsys.readouterr().out
     assert rc == 1
     found = cards(out)
     aa = found["pmgaft-best/pcam/autoattack_eps1.json"]
     assert "error" not in aa and aa["attack"]["attacks"] == ["apgd-ce"]  # 2 classes: APGD-CE only
     assert aa["model"]["method"] == "pmgaft" and aa["model"]["recipe"] == "paper" and aa["model"]["sha256"]
-    assert "error" not in found["base/pcam/none_eps0.json"]
-    unknown = found["pmgaft-best/fod101/none_eps0.json"]
-    assert unknown["stage"] == "dataset" and "food101" in unknown["error"]
-    assert [c for p, c in found.items() if "empty" in p and "error" in c]
-    broken = [c for p, c in found.items() if p.startswith("broken/")]
-    assert len(broken) == 6 and all(c["stage"] == "model" for c in broken)
-    assert "FAILED broken" in text and "food101" in text
+    assert found["pmgaft-best/caltech101/none_eps0.json"]["stage"] == "dataset"
+    broken = [c for p, c in found.items() if "shapes" in p]
+    assert len(broken) == 2 and all(c["stage"] == "dataset" and "9.png" in c["error"] for c in broken)
+    assert "FAILED pmgaft-best" in text and "9.png" in text
     assert main(["report", str(out), "--format", "md", "--quiet"]) == 0
     report = (out / "report" / "report.md").read_text()
-    assert "Failed cells" in report and "broken / pcam" in report
+    assert "Failed cells" in report and "pmgaft-best / caltech101" in report
+    assert main([*argv, "--allow-missing", "--skip-corrupt", "--skip-existing"]) == 1  # caltech101 still missing
+    skipped = [c for p, c in cards(out).items() if "shapes" in p]
+    assert all("error" not in c and c["n"] == 6 for c in skipped)
+    assert skipped[0]["dataset"]["corrupt"]["n_skipped"] == 1 and "9.png" in skipped[0]["dataset"]["corrupt"]["skipped"][0]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--eps", "300"], "1/255 units"),
+    (["--eps", "nan"], "1/255 units"),
     (["--n-samples", "-1"], "--n-samples"),
     (["--workers", "-1"], "--workers"),
     (["--device", "foo"], "unknown device 'foo'"),
-    (["--checkpoint", "/nonexistent/x.safetensors"], None),
+    (["--checkpoint", "/nonexistent/x.safetensors"], "does not exist"),
+    (["--logit-scale", "inf"], "finite"),
 ])
 def test_bad_arguments(tmp_path, capsys, argv, message):
     rc = main(["eval", "--model", "pmgaft-micro", "--datasets", "digits", "--attacks", "none", "--out",
                str(tmp_path), "--no-progress", "--n-samples", "4", *argv])
-    err = capsys.readouterr()
-    if message:
-        assert rc == 2 and message in err.err
-    else:  # a missing checkpoint fails its own cells only
-        assert rc == 1 and "does not exist" in err.out
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err
 
 
 def test_protocols_and_overrides():
@@ -154,7 +204,12 @@ def test_protocols_and_overrides():
 
     from pmgaft.evaluation import cli
 
-    assert PROTOCOLS["official-code"].steps == (10,) and PROTOCOLS["official-code"].logit_scale == 1.0
+    official, tga = PROTOCOLS["official-code"], PROTOCOLS["tga-zsr"]
+    assert official.steps == (10,) and official.logit_scale == 1.0 and official.normalization == "imagenet"
+    assert official.transform == "official" and official.scoring == "final"
+    assert tga.steps == (100,) and tga.logit_scale == 100.0 and tga.normalization == "clip" and tga.scoring == "final"
+    assert tga.split_for("sun397") == "all" and tga.split_for("caltech256") == "all" and tga.split_for("dtd") == "test"
+    assert PROTOCOLS["paper"].normalization is None and PROTOCOLS["paper"].scoring == "worst"
     assert PROTOCOLS["fare"].samples_for("imagenet") == 5000 and PROTOCOLS["fare"].samples_for("dtd") == 1000
     parser = ArgumentParser()
     cli.add_arguments(parser)
@@ -174,18 +229,3 @@ def test_every_flag_has_help(module):
     for action in parser._actions:
         if action.dest != "help":
             assert action.help and len(action.help.split()) >= 3, (module, action.dest, action.help)
-
-
-def test_torchrun_processes_split_the_grid_between_them(tmp_path, monkeypatch):
-    """Under torchrun each rank takes every WORLD_SIZE-th (model, dataset) pair; together they cover the grid."""
-    argv = ["eval", "--model", "pmgaft-micro", "--datasets", "digits", "foolbox_cifar10", "foolbox_mnist",
-            "--attacks", "none", "--n-samples", "10", "--no-progress", "--device", "cpu"]
-    written = {}
-    for rank in (0, 1):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        monkeypatch.setenv("LOCAL_RANK", str(rank))
-        out = tmp_path / f"rank{rank}"
-        assert main([*argv, "--out", str(out)]) == 0
-        written[rank] = {c["dataset"]["name"] for c in cards(out).values()}
-    assert written == {0: {"digits", "foolbox_mnist"}, 1: {"foolbox_cifar10"}}

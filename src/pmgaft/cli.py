@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"pmgaft {name}", description=help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as exit_:  # argparse has printed the usage error (or --help): a status, not an exception
+        return int(exit_.code or 0)
     try:
         return int(module.run(args) or 0)
     except PmgaftError as err:

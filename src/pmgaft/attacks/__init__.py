@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from pmgaft.attacks.autoattack import AA_VERSIONS, autoattack, plan_autoattack
+from pmgaft.attacks.autoattack import AA_VERSIONS, autoattack, autoattack_info, plan_autoattack
 from pmgaft.attacks.losses import ATTACK_LOSSES, cross_entropy, margin, squared_l2
 from pmgaft.attacks.pgd import check_attack_args, pgd, project, sample_seeds
 from pmgaft.attacks.stream import StreamResult, pgd_stream
@@ -39,6 +39,7 @@ class AttackSpec:
     loss: str | None = None  # the PGD objective, for attacks pmgaft's streaming PGD engine runs
     scorings: tuple[str, ...] = ("worst",)  # which scorings its result supports
     is_clean: bool = False  # "none": no perturbation (the clean pass)
+    describe: Callable[[int], dict[str, Any]] = lambda num_classes: {}  # its settings, for result cards
 
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                  eps: float, step_size: float, steps: int, seed: int,
@@ -62,8 +63,12 @@ def _pgd_with(loss: str) -> Attack:
     def run(model, x, y, *, eps, step_size, steps, seed, sample_seeds=None):
         x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, loss=loss, seed=seed,
                     sample_seeds=sample_seeds)
-        return x_adv, {"loss": loss, "norm": "linf", "random_start": True}
+        return x_adv, _pgd_info(loss)()
     return run
+
+
+def _pgd_info(loss: str) -> Callable[..., dict[str, Any]]:
+    return lambda num_classes=0: {"loss": loss, "norm": "linf", "random_start": True}
 
 
 def _autoattack_version(version: str) -> Attack:
@@ -75,15 +80,16 @@ def _autoattack_version(version: str) -> Attack:
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     AttackSpec("none", "no attack: clean accuracy", _none, scorings=SCORINGS, is_clean=True),
     AttackSpec("pgd", "PGD (Madry et al.), CE loss, L-inf, uniform random start", _pgd_with("ce"), iterative=True,
-               loss="ce", scorings=SCORINGS),
+               loss="ce", scorings=SCORINGS, describe=_pgd_info("ce")),
     AttackSpec("cw", "PGD on the Carlini-Wagner margin loss (the 'CW' rows of later papers)", _pgd_with("cw"),
-               iterative=True, loss="cw", scorings=SCORINGS),
+               iterative=True, loss="cw", scorings=SCORINGS, describe=_pgd_info("cw")),
     AttackSpec("autoattack", "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (class-count rules applied)",
-               _autoattack_version("standard")),
+               _autoattack_version("standard"), describe=lambda c: autoattack_info(c, "standard")),
     AttackSpec("apgd-ce-dlr", "TGA-ZSR's 'AutoAttack' option: APGD-CE + APGD-DLR, 1 restart, 100 iterations "
-               "(APGD-CE only for 2 classes)", _autoattack_version("tga-zsr")),
+               "(APGD-CE only for 2 classes)", _autoattack_version("tga-zsr"),
+               describe=lambda c: autoattack_info(c, "tga-zsr")),
 )}
 
 __all__ = ["AA_VERSIONS", "ATTACKS", "ATTACK_LOSSES", "Attack", "AttackSpec", "SCORINGS", "StreamResult",
-           "autoattack", "check_attack_args", "cross_entropy", "margin", "pgd", "pgd_stream", "plan_autoattack",
+           "autoattack", "autoattack_info", "check_attack_args", "cross_entropy", "margin", "pgd", "pgd_stream", "plan_autoattack",
            "project", "sample_seeds", "squared_l2"]

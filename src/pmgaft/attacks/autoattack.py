@@ -49,6 +49,12 @@ def plan_autoattack(num_classes: int, version: str = "standard") -> tuple[list[s
     return attacks, n_target
 
 
+def autoattack_info(num_classes: int, version: str = "standard", norm: str = "Linf") -> dict:
+    """What :func:`autoattack` runs for ``num_classes`` classes (for result cards)."""
+    attacks, n_target = plan_autoattack(num_classes, version)
+    return {"attacks": attacks, "n_target_classes": n_target, "version": version, "norm": norm}
+
+
 def autoattack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,
                version: str = "standard", norm: str = "Linf", seed: int = 0, batch_size: int = 250,
                num_classes: int | None = None) -> tuple[torch.Tensor, dict]:
@@ -82,4 +88,4 @@ def autoattack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     finally:
         aa_logger.setLevel(level)
-    return x_adv.detach(), {"attacks": attacks, "n_target_classes": n_target, "version": version, "norm": norm}
+    return x_adv.detach(), autoattack_info(num_classes, version, norm)

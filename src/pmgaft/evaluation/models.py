@@ -1,8 +1,10 @@
 """Which models a grid evaluates: ``ModelSpec`` (label, architecture, weights) and its provenance record.
 
 A spec is a hub tag / random init (``--model NAME [--pretrained TAG|PATH]``) or a checkpoint file
-(``--checkpoint [LABEL=]PATH``). pmgaft training checkpoints carry safetensors metadata (``pmgaft_method``,
-``pmgaft_recipe``, ``pmgaft_model``, ``step``); foreign checkpoints have none (method "unknown").
+(``--checkpoint [LABEL=]PATH``). pmgaft checkpoints carry metadata (architecture, activation, normalization,
+logit scale, method, recipe, step: :mod:`pmgaft.models.checkpoint`); foreign checkpoints have none (method
+"unknown"), and an image-tower-only one (FARE, the TeCoA lineage's releases) takes its text tower from the base
+weights given with ``--pretrained``.
 """
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pmgaft.errors import PmgaftError
-from pmgaft.models import LoadedClip, load_clip
-from pmgaft.models.checkpoint import read_metadata
+from pmgaft.models import LoadedClip, ModelRecord, checkpoint_record, load_clip
 from pmgaft.utils import file_sha256, seed_everything
 
 _LABEL_OK = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -25,14 +26,6 @@ def safe_name(text: str) -> str:
     return _LABEL_OK.sub("_", text).strip("._") or "_"
 
 
-def checkpoint_metadata(path: str | Path) -> dict[str, str]:
-    """The safetensors string metadata of ``path`` ({} for other formats or files without any)."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
-        return {}
-    return read_metadata(path)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the grid. ``pretrained``: open_clip tag, checkpoint path, or None (random init, seeded)."""
@@ -41,18 +34,20 @@ class ModelSpec:
     name: str | None
     pretrained: str | None = None
     is_checkpoint: bool = False
-    text_pretrained: str | None = field(default=None, compare=False)
+    text_pretrained: str | None = field(default=None, compare=False)  # base weights of an image-tower-only file
+    quick_gelu: bool | None = field(default=None, compare=False)  # None: decided from the weights
+    trust_checkpoint: bool = field(default=False, compare=False)
 
     @cached_property
-    def metadata(self) -> dict[str, str]:
-        return checkpoint_metadata(self.pretrained) if self.is_checkpoint and self.pretrained else {}
+    def record(self) -> ModelRecord:
+        return checkpoint_record(self.pretrained) if self.is_checkpoint and self.pretrained else ModelRecord()
 
     @property
     def arch(self) -> str:
-        arch = self.metadata.get("pmgaft_model") or self.name
+        arch = self.record.arch or self.name
         if not arch:
-            raise PmgaftError(f"checkpoint {self.pretrained} has no 'pmgaft_model' metadata: pass its architecture "
-                              f"with --model (e.g. --model ViT-B-32).")
+            raise PmgaftError(f"checkpoint {self.pretrained} records no architecture: pass it with --model "
+                              f"(e.g. --model ViT-B-32).")
         return arch
 
     @cached_property
@@ -64,47 +59,49 @@ class ModelSpec:
         if not self.is_checkpoint:
             return {"method": "clip" if self.pretrained else "random-init", "recipe": None, "step": None,
                     "train_dataset": None}
-        md = self.metadata
-        return {"method": md.get("pmgaft_method", "unknown"), "recipe": md.get("pmgaft_recipe"),
-                "step": int(md["step"]) if str(md.get("step", "")).isdigit() else md.get("step"),
-                "train_dataset": md.get("pmgaft_dataset")}
+        r = self.record
+        return {"method": r.method or "unknown", "recipe": r.recipe, "step": r.step, "train_dataset": r.train_dataset}
 
     def identity(self) -> dict[str, Any]:
         """What determines the weights without loading them (part of every cell's fingerprint)."""
         return {"label": self.label, "arch": self.arch, "pretrained": self.pretrained, "sha256": self.file_sha256,
-                "text_pretrained": self.text_pretrained}  # an image-tower-only checkpoint's text tower
+                "text_pretrained": self.text_pretrained, "quick_gelu": self.quick_gelu}
 
     def load(self, *, device: str, seed: int) -> LoadedClip:
         seed_everything(seed)  # random-init models are the same in every run
-        if self.is_checkpoint:
-            path = Path(str(self.pretrained))
-            if not path.is_file():
-                raise PmgaftError(f"checkpoint {path} does not exist (--checkpoint [LABEL=]PATH).")
-            return load_clip(self.arch, path, device=device, text_pretrained=self.text_pretrained)
-        return load_clip(self.arch, self.pretrained, device=device)
+        text = self.text_pretrained if self.is_checkpoint else None
+        return load_clip(self.arch, self.pretrained, device=device, text_pretrained=text, quick_gelu=self.quick_gelu,
+                         trust_checkpoint=self.trust_checkpoint)
 
 
-def parse_checkpoint(text: str, *, arch: str | None, text_pretrained: str | None = None) -> ModelSpec:
+def parse_checkpoint(text: str, *, arch: str | None, text_pretrained: str | None = None, **options: Any) -> ModelSpec:
     """``[LABEL=]PATH`` -> a spec; the default label is ``<run dir>-<file stem>`` (``pmgaft-best``)."""
     label, sep, path = text.partition("=")
     if not sep or not label or "/" in label:
         label, path = "", text
     p = Path(path).expanduser()
     label = label or (f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem)
-    return ModelSpec(safe_name(label), arch, str(p), is_checkpoint=True, text_pretrained=text_pretrained)
+    return ModelSpec(safe_name(label), arch, str(p), is_checkpoint=True, text_pretrained=text_pretrained, **options)
 
 
-def model_specs(model: str | None, pretrained: str | None, checkpoints: list[str], label: str | None = None
-                ) -> list[ModelSpec]:
-    """The grid's models: the base model (when pretrained is given or there is no checkpoint) + checkpoints."""
+def _is_file(value: str | None) -> bool:
+    return value is not None and ("/" in value or Path(value).expanduser().is_file())
+
+
+def model_specs(model: str | None, pretrained: str | None, checkpoints: list[str], label: str | None = None, *,
+                quick_gelu: bool | None = None, trust_checkpoint: bool = False) -> list[ModelSpec]:
+    """The grid's models: the base model (when pretrained is given or there is no checkpoint) + checkpoints.
+
+    ``pretrained`` (a tag or a file) is also the base weights of image-tower-only checkpoints.
+    """
+    options = {"quick_gelu": quick_gelu, "trust_checkpoint": trust_checkpoint}
     specs: list[ModelSpec] = []
     if model and (pretrained is not None or not checkpoints):
-        tag = None if pretrained is None else (Path(pretrained).stem if "/" in pretrained else pretrained)
+        tag = None if pretrained is None else (Path(pretrained).stem if _is_file(pretrained) else pretrained)
         default = model if tag is None else f"{model}_{tag}"
-        is_file = pretrained is not None and Path(pretrained).expanduser().is_file()
-        specs.append(ModelSpec(safe_name(label or default), model, pretrained, is_checkpoint=is_file))
-    tag = pretrained if pretrained and "/" not in pretrained and not Path(pretrained).is_file() else None
-    specs += [parse_checkpoint(c, arch=model, text_pretrained=tag) for c in checkpoints]
+        specs.append(ModelSpec(safe_name(label or default), model, pretrained, is_checkpoint=_is_file(pretrained),
+                               **options))
+    specs += [parse_checkpoint(c, arch=model, text_pretrained=pretrained, **options) for c in checkpoints]
     if not specs:
         raise PmgaftError("no model to evaluate: pass --model NAME [--pretrained TAG|PATH] and/or "
                           "--checkpoint [LABEL=]PATH.")

@@ -1,4 +1,4 @@
-"""The result schema (``pmgaft.result/1``): one JSON card per (model, dataset, attack, eps) cell.
+"""The result schema (``pmgaft.result/2``): one JSON card per (model, dataset, attack, eps) cell.
 
 Layout under a results directory::
 
@@ -8,7 +8,12 @@ Layout under a results directory::
 
 ``attack_id`` is the attack name plus its step count for iterative attacks (``pgd100``, ``cw10``,
 ``autoattack``, ``none``); ``k`` is eps in 1/255 units (``1``, ``0.5``). Everything that varies between two
-identical runs (time stamps, duration, host, device) lives under ``"run"``.
+identical runs (time stamps, duration, host, device, world size) lives under ``"run"``.
+
+Version 2 (vs 1) records how robust accuracy was scored (``attack.scoring``: ``worst`` = clean-correct and
+correct at every iterate, ``final`` = the final iterate of every image), whether PGD stopped early, the attack's
+cost, the normalization and logit scale each model was evaluated with (and why), skipped unreadable images, and
+per sample the first iterate that fooled it (``fooled_at``). Version-1 cards are still read.
 """
 from __future__ import annotations
 
@@ -24,9 +29,9 @@ from typing import Any, Iterator
 from pmgaft.evaluation.models import safe_name
 from pmgaft.utils import atomic_write_json, atomic_write_text, json_fingerprint
 
-SCHEMA = "pmgaft.result/1"
-CLEAN_SCHEMA = "pmgaft.clean/1"
-ITERATIVE = frozenset({"pgd", "cw"})  # attacks whose step count is part of the cell
+SCHEMA = "pmgaft.result/2"
+READABLE_SCHEMAS = ("pmgaft.result/1", SCHEMA)
+CLEAN_SCHEMA = "pmgaft.clean/2"
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,15 @@ class Cell:
     steps: int
 
     @property
+    def iterative(self) -> bool:
+        from pmgaft.attacks import ATTACKS
+
+        spec = ATTACKS.get(self.attack)
+        return bool(spec and spec.iterative)
+
+    @property
     def attack_id(self) -> str:
-        return f"{self.attack}{self.steps}" if self.attack in ITERATIVE else self.attack
+        return f"{self.attack}{self.steps}" if self.iterative else self.attack
 
     @property
     def eps(self) -> float:
@@ -122,7 +134,7 @@ def load_results(root: str | Path) -> list[dict[str, Any]]:
         if path.name.endswith(".samples.json") or path.name == "clean.json":
             continue
         card = read_json(path)
-        if card and card.get("schema") == SCHEMA:
+        if card and card.get("schema") in READABLE_SCHEMAS:
             card["_path"] = str(path)
             cards.append(card)
     return cards

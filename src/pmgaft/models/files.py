@@ -93,6 +93,56 @@ def _detail(err: BaseException) -> str:
     return found[1] if found else " ".join(text.split())[:200]
 
 
+def _pickle_globals(data: bytes) -> set[str]:
+    """The ``module.name`` globals a pickle refers to, read from its opcodes (nothing is executed)."""
+    import pickletools
+
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            found.add(str(arg).replace(" ", "."))
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.add(f"{strings[-2]}.{strings[-1]}")
+        if isinstance(arg, str):
+            strings.append(arg)
+    return found
+
+
+def probe_weights(path: str | os.PathLike, *, trust: bool = False) -> None:
+    """Check, without reading the tensors, that ``path`` is a weights file pmgaft can open safely.
+
+    Reads only the safetensors header, or the pickle opcodes of a ``torch.save`` zip (its globals must be ones
+    ``torch.load(weights_only=True)`` allows): a bad or unsafe file is refused before any model or data loads.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise PmgaftError(f"checkpoint file {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        read_metadata(path)
+        return
+    if is_torchscript_archive(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        return  # legacy (non-zip) torch.save files: read_weights decides
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    try:
+        unsafe = sorted(g for g in _pickle_globals(data) if g not in _get_allowed_globals()
+                        and not g.startswith(("numpy.", "torch._utils.", "torch.")))
+    except Exception as err:  # a broken pickle stream
+        raise PmgaftError(f"cannot read checkpoint {path}: {type(err).__name__}: {_detail(err)}") from None
+    if unsafe and not trust:
+        raise PmgaftError(
+            f"refusing to load {path}: it pickles {', '.join(unsafe[:3])}, not only tensors and numbers, and "
+            f"unpickling it can execute code. Re-save the weights as safetensors, or, only if you trust where the "
+            f"file comes from, pass {TRUST_HINT}.")
+
+
 def read_weights(path: str | os.PathLike, *, trust: bool = False) -> WeightsFile:
     """Read ``path`` safely and unwrap its layout (see the module docstring)."""
     path = Path(path)

@@ -1,0 +1,81 @@
+"""``pmgaft eval --protocol X --dry-run``: what a protocol scores, per dataset, before any GPU hour is spent.
+
+Per dataset: the split, the number of images (counted on disk when the data is there, else the standard count
+of the official layout), the preprocessing before the attack (at the model's input size), the prompt
+template(s) and where the class names come from; then the attacks, eps, scoring and logits. Check it against
+the paper you compare with.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pmgaft.data import DATASETS, describe_transform, load_dataset
+from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.grid import cells_for
+from pmgaft.evaluation.protocols import Protocol
+from pmgaft.prompts import get_prompts
+
+
+def _image_size(model: str | None) -> int:
+    if not model:
+        return 224
+    from pmgaft.evaluation.grid import _image_size as size
+    from pmgaft.models import register_model_configs
+
+    register_model_configs()
+    return size(model)
+
+
+def _count(name: str, split: str, data_root: Path) -> tuple[int | None, str]:
+    spec = DATASETS.get(name)
+    if spec is not None and spec.locate(data_root, split) is not None:
+        try:
+            return len(load_dataset(name, data_root, split)), "on disk"
+        except PmgaftError:
+            pass
+    return (spec.size(split) if spec is not None else None), "standard"
+
+
+def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list[dict[str, Any]]:
+    """One row per dataset: what :func:`print_plan` shows."""
+    size = _image_size(model)
+    rows = []
+    for name in protocol.datasets:
+        split = protocol.split_for(name)
+        total, where = _count(name, split, data_root)
+        n = protocol.samples_for(name)
+        scored = total if n is None or total is None else min(n, total)
+        try:
+            prompts = get_prompts(name, protocol.prompts)
+            templates = prompts.templates
+            prompt = templates[0] if len(templates) == 1 else f"{len(templates)} templates, e.g. {templates[0]!r}"
+            names = f"{prompts.names_source}; e.g. {', '.join(prompts.classnames[:2])}"
+        except PmgaftError as err:
+            prompt, names = "-", str(err).split(":")[0]
+        rows.append({"dataset": name, "split": split, "images": scored, "count": where if total is not None else
+                     "unknown without the data", "subset": n,
+                     "preprocessing": describe_transform(DATASETS.get(name), protocol.transform, size),
+                     "prompt": prompt, "names": names})
+    return rows
+
+
+def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path = Path("data")) -> None:
+    rows = plan_rows(protocol, model=model, data_root=data_root)
+    print(f"protocol {protocol.name}: {protocol.description}")
+    norm = protocol.normalization or "each model's own (clip when not recorded)"
+    scale = protocol.logit_scale if protocol.logit_scale is not None else "each model's own (model when not recorded)"
+    print(f"  normalization: {norm}; logit scale: {scale}; scoring: {protocol.scoring}; PGD objective: "
+          f"{protocol.attack_reduction}; seed {protocol.seed}; model input {_image_size(model)} px")
+    cells = cells_for("m", protocol.datasets[0], protocol) if protocol.datasets else []
+    print(f"  cells per model and dataset: {', '.join(f'{c.stem()}' for c in cells)}\n")
+    for r in rows:
+        images = f"{r['images']:,}" if r["images"] is not None else "?"
+        subset = f" (subset of {r['subset']:,})" if r["subset"] else ""
+        print(f"{r['dataset']}: split {r['split']}, {images} images{subset} [{r['count']}]")
+        print(f"    preprocessing: {r['preprocessing']}")
+        print(f"    prompt: {r['prompt']}")
+        print(f"    class names: {r['names']}")
+    known = [r["images"] for r in rows if r["images"] is not None]
+    print(f"\n{sum(known):,} images per model over {len(known)} of {len(rows)} datasets"
+          + ("" if len(known) == len(rows) else " (the others' counts depend on the data on disk)"))
