@@ -61,3 +61,15 @@ def cifar_images():
     x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     y = torch.tensor([int(f.stem.split("_")[-1]) for f in files])
     return x.float() / 255, y
+
+
+@pytest.fixture(scope="session")
+def digits_clip(tmp_path_factory) -> Path:
+    """pmgaft-micro trained contrastively on scikit-learn's digits for a few seconds (~40% zero-shot accuracy):
+    a model whose predictions differ between samples and that attacks can fool, for evaluation tests."""
+    from pmgaft.quickstart.pretrain import PretrainConfig, pretrain_tiny_clip
+
+    path = tmp_path_factory.mktemp("digits_clip") / "digits_clip.safetensors"
+    cfg = PretrainConfig(model="pmgaft-micro", datasets=("digits",), steps=200, batch_size=64, warmup_steps=10)
+    pretrain_tiny_clip(path, Path("data"), cfg, progress=False, log=lambda *_: None)
+    return path

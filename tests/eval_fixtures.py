@@ -20,15 +20,15 @@ def data_root(tmp: Path, *names: str) -> Path:
     return root
 
 
-def micro_checkpoint(path: Path, seed: int = 1, **metadata: str) -> Path:
-    """A pmgaft-micro full-CLIP safetensors checkpoint with pmgaft metadata, as training writes them."""
+def micro_checkpoint(path: Path, seed: int = 1, model: str = "pmgaft-micro", **metadata: str) -> Path:
+    """A full-CLIP safetensors checkpoint of ``model`` with pmgaft metadata, as training writes them."""
     from safetensors.torch import save_file
 
     from pmgaft.models import load_clip
 
     torch.manual_seed(seed)
-    sd = {k: v.contiguous() for k, v in load_clip("pmgaft-micro").model.state_dict().items()}
-    meta = {"pmgaft_method": "pmgaft", "pmgaft_recipe": "paper", "pmgaft_model": "pmgaft-micro", "step": "10"}
+    sd = {k: v.contiguous() for k, v in load_clip(model).model.state_dict().items()}
+    meta = {"pmgaft_method": "pmgaft", "pmgaft_recipe": "paper", "pmgaft_model": model, "step": "10"}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata={**meta, **metadata})
     return path
