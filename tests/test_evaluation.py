@@ -229,3 +229,39 @@ def test_every_flag_has_help(module):
     for action in parser._actions:
         if action.dest != "help":
             assert action.help and len(action.help.split()) >= 3, (module, action.dest, action.help)
+
+
+def test_early_exit_changes_no_result_and_saves_work(tmp_path, digits_clip):
+    argv = ["eval", "--model", "pmgaft-micro", "--checkpoint", f"clip={digits_clip}", "--datasets", "digits",
+            "--attacks", "pgd", "cw", "--eps", "2", "8", "--steps", "8", "--step-size", "1", "--n-samples", "60",
+            "--batch-size", "16", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "fast")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "full"), "--no-early-exit"]) == 0
+    fast, full = cards(tmp_path / "fast"), cards(tmp_path / "full")
+    for path, card in fast.items():
+        other = full[path]
+        samples = [json.loads((tmp_path / d / path).with_name(c["samples"]).read_text())
+                   for d, c in (("fast", card), ("full", other))]
+        assert samples[0]["robust_correct"] == samples[1]["robust_correct"]  # the same robust set
+        assert card["robust_accuracy"] == other["robust_accuracy"] == other["robust_accuracy_by_scoring"]["worst"]
+        assert card["attack"]["early_exit"] and not other["attack"]["early_exit"]
+        assert card["cost"]["gradient_steps"] <= other["cost"]["gradient_steps"]
+    assert sum(c["cost"]["gradient_steps"] for c in fast.values()) < sum(c["cost"]["gradient_steps"]
+                                                                           for c in full.values())
+
+
+def test_dry_run_prints_the_protocol_per_dataset(tmp_path, capsys):
+    assert main(["eval", "--protocol", "tga-zsr", "--dry-run", "--data-root", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    for line in ("sun397: split all, 108,754 images [standard]", "caltech256: split all, 30,607 images",
+                 "eurosat: split all, 27,000 images", "imagenet: split test, 50,000 images",
+                 "pcam: split test, 32,768 images", "Resize((224, 224), bilinear)",
+                 "A surface with a {} texture.", "344,128 images per model over 16 of 16 datasets",
+                 "normalization: clip; logit scale: 100.0; scoring: final"):
+        assert line in text, line
+    root = data_root(tmp_path, "cifar10")
+    assert main(["eval", "--protocol", "official-code", "--dry-run", "--datasets", "cifar10", "dtd",
+                 "--data-root", str(root), "--model", "pmgaft-micro"]) == 0
+    text = capsys.readouterr().out
+    assert "cifar10: split test, 4 images [on disk]" in text and "native 32x32" in text
+    assert "dtd: split test, 1,880 images [standard]" in text and "model input 32 px" in text
