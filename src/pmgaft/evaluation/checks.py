@@ -2,10 +2,14 @@
 
 * robust accuracy above clean accuracy;
 * robust accuracy that rises with eps (same attack and steps) or with the number of steps (same eps);
-* AutoAttack far below PGD at the same eps: PGD is likely being fooled (gradient masking / obfuscation).
+* AutoAttack far below PGD at the same eps: PGD is likely being fooled (gradient masking / obfuscation);
+* weights with NaN or inf (a diverged fine-tune);
+* clean accuracy at chance level (within 3 standard errors of 1/C): wrong class names or normalization, a
+  broken checkpoint, or a model that never learned the task.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from typing import Any
@@ -32,10 +36,34 @@ def _rises(points: list[tuple[float, float]]) -> list[tuple[tuple[float, float],
     return [(a, b) for a, b in zip(points, points[1:]) if b[1] > a[1] + TOLERANCE]
 
 
+def at_chance(clean_accuracy: float, num_classes: int, n: int) -> bool:
+    """Clean accuracy within 3 standard errors of guessing (1/C) on n samples."""
+    chance = 1 / max(num_classes, 1)
+    return clean_accuracy <= chance + 3 * math.sqrt(chance * (1 - chance) / max(n, 1))
+
+
+def _model_notes(ok: list[dict[str, Any]]) -> list[str]:
+    notes, seen = [], set()
+    for c in ok:
+        label, dataset = c["model"]["label"], c["dataset"]["name"]
+        if c["model"].get("weights_finite") is False and label not in seen:
+            seen.add(label)
+            notes.append(f"{label}: its weights hold NaN or inf -- a diverged fine-tune; every number of this model "
+                         f"is meaningless")
+        classes = c["dataset"].get("num_classes")
+        if (label, dataset) not in seen and classes and at_chance(c["clean_accuracy"], classes, c.get("n", 0)):
+            seen.add((label, dataset))
+            notes.append(f"{label} / {dataset}: clean accuracy {_pct(c['clean_accuracy'])} is at chance level "
+                         f"(1/{classes} = {_pct(1 / classes)}, n={c.get('n')}): check the class names, the "
+                         f"normalization and the checkpoint")
+    return notes
+
+
 def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
     """One line per suspicious finding, in a stable order."""
     notes: list[str] = []
     ok = _ok(cards)
+    notes += _model_notes(ok)
     for c in ok:
         if c["robust_accuracy"] > c["clean_accuracy"] + TOLERANCE:
             notes.append(f"{c['model']['label']} / {c['dataset']['name']} / {c['attack']['id']} eps="

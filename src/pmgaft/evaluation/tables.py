@@ -25,9 +25,18 @@ class Table:
     fine_tune_sets: frozenset[str] = frozenset()  # excluded from the zero-shot average
 
     @property
+    def scoring(self) -> str:
+        """How robust accuracy was scored in this table's cells ("worst", "final", or "mixed")."""
+        found = {c.get("attack", {}).get("scoring", "worst") for c in self.cells.values() if "error" not in c}
+        return found.pop() if len(found) == 1 else "mixed" if found else ""
+
+    @property
     def title(self) -> str:
         attack, eps = self.key
-        return f"{attack}, eps = {eps:g}/255" if attack != "none" else "clean (no attack)"
+        if attack == "none":
+            return "clean (no attack)"
+        scoring = {"worst": "worst case over iterates", "final": "final iterate"}.get(self.scoring, self.scoring)
+        return f"{attack}, eps = {eps:g}/255" + (f" ({scoring})" if scoring else "")
 
     def value(self, dataset: str, model: str) -> tuple[float, float] | str | None:
         card = self.cells.get((dataset, model))
