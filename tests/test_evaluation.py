@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from eval_fixtures import cards, data_root, micro_checkpoint, without_run
-from pmgaft.attacks import ATTACKS
 from pmgaft.cli import main
 from pmgaft.evaluation import PROTOCOLS, SCHEMA
 

@@ -26,7 +26,8 @@ def test_quickstart_end_to_end(quickstart_run, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Zero-shot accuracy, PGD robust / clean (%)" in printed and "PMG-AFT" in printed
-    assert re.search(r"PGD at eps 8/255 takes the original tiny CLIP from", printed)
+    assert re.search(r"PGD at eps 8/255 takes the original from .* Of the paper's three claims, \d holds? on the "
+                     r"held-out sets here: \(1\) the original model collapses", printed)
 
     # 3 models x 3 held-out test sets x {clean, PGD}, one JSON each, none failed
     cards = [json.loads(p.read_text()) for p in (out / "results").rglob("*.json")
@@ -37,6 +38,10 @@ def test_quickstart_end_to_end(quickstart_run, capsys):
     assert not any("error" in c for c in cards)
     pgd = {(c["model"]["label"], c["dataset"]["name"]): c for c in cards if c["attack"]["name"] == "pgd"}
     assert all(c["attack"]["eps_255"] == EPS for c in pgd.values())
+    # the table's protocol: every image at the model's 28 px input before the attack, final-iterate scoring
+    digits = pgd[("original", "digits")]
+    assert digits["dataset"]["preprocessing"] == "Resize((28, 28), bilinear)" and digits["attack"]["scoring"] == "final"
+    assert digits["model"]["normalization"] == "clip" and digits["model"]["logit_scale"] == 100.0
 
     # the attack works: the original model collapses at the chosen eps ...
     orig = pgd[("original", "fashion_mnist")]
@@ -63,6 +68,7 @@ def test_second_run_reuses_every_step(quickstart_run, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("cached:") == 3  # pre-training and both fine-tuning runs
+    assert "skip original / digits / pgd5_eps8" in printed  # and every evaluation cell
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == before
 
 

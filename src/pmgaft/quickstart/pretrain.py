@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from open_clip.loss import ClipLoss
 
 from pmgaft.data import load_dataset
-from pmgaft.models import NORMALIZATIONS, ZeroShotClassifier, load_clip, preprocess_images
+from pmgaft.models import (NORMALIZATIONS, ZeroShotClassifier, load_clip, preprocess_images, save_weights,
+                           weights_metadata)
 from pmgaft.prompts import PROMPT_STYLES, get_prompts
-from pmgaft.utils import atomic_write, atomic_write_json, json_fingerprint, seed_everything
+from pmgaft.utils import atomic_write_json, json_fingerprint, seed_everything
 
 PRETRAIN_DATASETS = ("fashion_mnist", "mnist", "digits")
 
@@ -120,10 +120,10 @@ def pretrain_tiny_clip(out_path: Path, data_root: Path, cfg: PretrainConfig, *, 
             "seconds": round(time.time() - start, 1),
             "zero_shot_test_accuracy": {name: zero_shot_accuracy(model, tokenizer, name, data_root)
                                         for name in cfg.datasets}}
-    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out_path, lambda tmp: save_file(sd, tmp, metadata={"pmgaft_method": "none",
-                                                                     "pmgaft_model": cfg.model,
-                                                                     "pmgaft_note": "quickstart tiny CLIP"}))
+    meta = weights_metadata(model=cfg.model, quick_gelu=loaded.quick_gelu, normalization="clip", logit_scale="model",
+                            provenance={"pmgaft_method": "none", "pmgaft_note": "quickstart tiny CLIP",
+                                        "pmgaft_pretrain_datasets": ",".join(cfg.datasets)})
+    save_weights(out_path, model, meta)
     atomic_write_json(out_path.with_suffix(".json"), card)
     return card
 
