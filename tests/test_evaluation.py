@@ -264,3 +264,13 @@ def test_dry_run_prints_the_protocol_per_dataset(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cifar10: split test, 4 images [on disk]" in text and "native 32x32" in text
     assert "dtd: split test, 1,880 images [standard]" in text and "model input 32 px" in text
+
+
+def test_compiled_classifier_gives_the_same_cards(tmp_path, digits_clip):
+    argv = ["eval", "--model", "pmgaft-micro", "--checkpoint", f"clip={digits_clip}", "--datasets", "digits",
+            "--attacks", "none", "pgd", "--eps", "8", "--steps", "3", "--n-samples", "24", "--batch-size", "8",
+            "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "compiled"), "--compile", "aot_eager"]) == 0  # the torch.compile path
+    eager, compiled = cards(tmp_path / "eager"), cards(tmp_path / "compiled")
+    assert {p: c["robust_correct"] for p, c in eager.items()} == {p: c["robust_correct"] for p, c in compiled.items()}

@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16/fp16: autocast forward passes on CUDA, attack gradients stay fp32 (default: fp32)")
     r.add_argument("--workers", type=int, default=0, help="data-decoding worker processes (default: 0)")
+    r.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the classifier (default backend: inductor; worth it for long GPU runs, "
+                        "costs a compile per model)")
     r.add_argument("--skip-existing", action="store_true", help="resume: reuse finished cells and clean passes")
     r.add_argument("--no-early-exit", action="store_true",
                    help="attack every sample for all steps even under worst-case scoring (same result, more work; "
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                      workers=args.workers, download=args.download, progress=not args.no_progress,
                      early_exit=not args.no_early_exit, skip_corrupt=args.skip_corrupt,
                      allow_missing=args.allow_missing, trust_checkpoint=args.trust_checkpoint,
-                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout)
+                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile)
     print(f"pmgaft eval: {len(specs)} model(s) x {len(protocol.datasets)} dataset(s); protocol {protocol.name}; "
           f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255 -> "
           f"{args.out}", flush=True)

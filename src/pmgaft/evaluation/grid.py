@@ -60,6 +60,7 @@ class GridConfig:
     allow_missing: bool = False
     trust_checkpoint: bool = False
     decoded_storage: str = "auto"  # decode-once cache: memory when it fits, else a memory-mapped file
+    compile: str | None = None  # torch.compile backend for the classifier ("inductor"), None = eager
     dist_timeout_s: float = DEFAULT_TIMEOUT_S
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -270,6 +271,8 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
                                    logit_scale=setup["logit_scale"]).to(device).eval().requires_grad_(False)
     dtype = AUTOCAST[cfg.precision]
     model = Autocast(clf, dtype) if dtype is not None else clf
+    if cfg.compile:  # dynamic shapes: early exit and refill change the batch size from step to step
+        model = torch.compile(model, backend=cfg.compile, dynamic=True)
     n = p.samples_for(dataset_name)
     indices = stratified_subset(ds, n, seed=p.seed) if n is not None else list(range(len(ds)))
     decoded = build_decoded(ds, ranks.share(indices), storage=cfg.decoded_storage, num_workers=cfg.workers,
