@@ -92,9 +92,15 @@ def test_report_on_an_empty_directory_says_what_to_do(tmp_path, capsys):
     assert "pmgaft eval" in capsys.readouterr().err
 
 
-def test_reproduce_dry_run_prints_the_plan_and_cost(tmp_path, capsys):
+def test_reproduce_dry_run_prints_the_plan(tmp_path, capsys):
     assert main(["reproduce", "--data-root", str(tmp_path), "--out", str(tmp_path / "rep"), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "pmgaft train --config configs/pmg_aft.yaml" in text and "pmgaft eval --protocol paper" in text
-    assert "pmgaft report" in text and "GPU-h" in text
+    assert "train pmg_aft" in text and "configs/pmg_aft.yaml (recipe paper, lr 5e-05, batch 256, 10 epochs)" in text
+    assert "--protocol paper" in text and "344,128 images per model" in text and "no cost estimate" in text
     assert not (tmp_path / "rep").exists()
+    assert main(["reproduce", "--data-root", str(tmp_path), "--configs", "configs/tga-zsr", "--methods", "clip",
+                 "tecoa", "tga_zsr", "comp_tga", "--protocol", "tga-zsr", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "train comp_tga" in text and "lr 1e-05, batch 128" in text  # TeCoA as the table's run trained it
+    assert main(["reproduce", "--data-root", str(tmp_path), "--methods", "comp_tga", "--dry-run"]) == 2
+    assert "configs/comp_tga.yaml does not exist" in capsys.readouterr().err

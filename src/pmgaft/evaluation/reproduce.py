@@ -1,46 +1,46 @@
-"""``pmgaft reproduce``: train the paper's methods from the training configs, evaluate them with the paper
-protocol, write the paper-style table. ``--dry-run`` prints every command and an estimated GPU cost.
+"""``pmgaft reproduce``: train the paper's methods from their configs, evaluate them under a protocol, write the
+table. ``--dry-run`` prints the plan and, given ``pmgaft bench`` figures (``--bench``), its cost.
 
-Training goes through ``pmgaft.cli.main(["train", ...])`` (imported only when it runs, never at import time);
-a run whose ``best.safetensors`` exists is not retrained, and evaluation uses ``--skip-existing``, so an
-interrupted reproduction resumes where it stopped.
+Each method's settings are ``configs/<method>.yaml`` (``--configs``: e.g. ``configs/tga-zsr`` for the table's
+runs) resolved over ``--recipe``, built into a :class:`~pmgaft.training.TrainConfig` and trained by
+:func:`~pmgaft.training.train`; the checkpoints and the pre-trained model are evaluated by
+:func:`~pmgaft.evaluation.run_grid` and reported by :func:`~pmgaft.evaluation.report.write_report` -- the library
+calls ``pmgaft train`` / ``eval`` / ``report`` make. A finished run is not retrained, an unfinished one resumes,
+and the evaluation reuses finished cells: an interrupted reproduction continues where it stopped.
+
+The cost estimate multiplies image counts by per-image seconds *measured* by ``pmgaft bench`` on the device
+that will run the job (:func:`pmgaft.bench.costs.per_image_costs`), never by constants: see :func:`estimate`.
 """
 from __future__ import annotations
 
 import argparse
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from pmgaft.data import PAPER_DATASETS
+from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
 
-# method -> training config file under --configs (None: evaluated as is)
-METHODS: dict[str, str | None] = {"clip": None, "ft_clean": "ft_clean.yaml", "tecoa": "tecoa.yaml",
-                                  "fare": "fare.yaml", "pmg_aft": "pmg_aft.yaml", "tga_zsr": "tga_zsr.yaml"}
-
-# --- cost model: stated assumptions, ViT-B/32 at 224 px, fp32/TF32, batch >= 128 -------------------------------
-FWD_BWD_IMAGES_PER_S = {"A100": 1000.0, "H100": 2000.0}  # forward+backward (input gradient) per second
-FORWARD_SPEEDUP = 3.0  # a forward pass alone costs ~1/3 of forward+backward
-TRAIN_IMAGES = 100_000 * 10  # TinyImageNet train x 10 epochs
-# forward+backward passes per training image: PGD-2 steps + the passes the loss needs (forward-only as 1/3)
-TRAIN_UNITS = {"ft_clean": 1.0, "tecoa": 2 + 1.0, "fare": 2 + 1 + 1 / 3, "pmg_aft": 2 + 2 + 1 / 3,
-               "tga_zsr": 2 + 2 + 2 / 3}
-AA_SURVIVORS = 0.3  # fraction of images still robust after APGD-CE (what the costly AutoAttack stages see)
-# per test image: PGD-100 + CW-100 (100 each), AutoAttack: APGD-CE 100, then on survivors APGD-T 9x100,
-# FAB-T 9x100, Square 5000 queries (forward only); clean pass 1/3
-EVAL_UNITS = 1 / 3 + 100 + 100 + 100 + AA_SURVIVORS * (900 + 900 + 5000 / FORWARD_SPEEDUP)
-TEST_SIZES = {"tinyimagenet": 10_000, "cifar10": 10_000, "cifar100": 10_000, "stl10": 8_000, "sun397": 19_850,
-              "food101": 25_250, "oxford_pets": 3_669, "flowers102": 6_149, "dtd": 1_880, "eurosat": 2_700,
-              "fgvc_aircraft": 3_333, "imagenet": 50_000, "caltech101": 6_085, "caltech256": 6_000,
-              "stanford_cars": 8_041, "pcam": 32_768}
+BASE = "clip"  # the pre-trained model, evaluated as is
+TRAINED = ("ft_clean", "tecoa", "fare", "pmg_aft", "tga_zsr", "comp_tga")
+AA_SURVIVORS = 0.3  # fraction of images AutoAttack's costly stages still see after APGD-CE (an assumption)
+AA_STEPS = 100 + AA_SURVIVORS * (900 + 900)  # APGD-CE 100, then APGD-T and FAB-T 9 targets x 100 on survivors
+SQUARE_QUERIES = 5000  # forward passes per surviving image
 
 
 @dataclass
 class Plan:
-    commands: list[list[str]]
-    train_gpu_hours: dict[str, float]
-    eval_gpu_hours: float
+    """What a reproduction runs: one training config per method, the evaluation, and where things go."""
+
+    trainings: dict[str, Any]  # method -> TrainConfig
+    protocol: Protocol
+    out: Path
+    models: list[str] = field(default_factory=list)  # labels, in table order
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,101 +49,150 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
     parser.add_argument("--pretrained", default="openai",
                         help="open_clip tag or weights file of the starting / reference CLIP (default: openai)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="methods to train and evaluate; 'clip' = the pre-trained model as is (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=[BASE, *TRAINED],
+                        default=[BASE, "ft_clean", "tecoa", "fare", "pmg_aft", "tga_zsr"],
+                        help="methods to train and evaluate; 'clip' = the pre-trained model as is (default: the "
+                             "paper's six)")
     parser.add_argument("--recipe", choices=["paper", "official"], default="paper",
                         help="training recipe: 'paper' (as written) or 'official' (the released PMG_AFT.py) "
                              "(default: paper)")
     parser.add_argument("--configs", type=Path, default=Path("configs"),
-                        help="folder of the per-method training configs METHOD.yaml (default: ./configs)")
+                        help="folder of the per-method training configs METHOD.yaml (default: ./configs; the "
+                             "table's runs: configs/tga-zsr)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="paper",
+                        help="evaluation protocol (default: paper; the 16-set table's: tga-zsr)")
     parser.add_argument("--out", type=Path, default=Path("reproduce"),
                         help="output folder: runs/, results/ and report/ go under it (default: ./reproduce)")
     parser.add_argument("--n-samples", type=int,
-                        help="evaluate on a class-stratified subset of N images per set (default: full test sets)")
-    parser.add_argument("--gpu", choices=list(FWD_BWD_IMAGES_PER_S), default="A100",
-                        help="GPU the cost estimate assumes (default: A100)")
+                        help="evaluate on a class-stratified subset of N images per set (default: every image)")
+    parser.add_argument("--bench", type=Path, metavar="JSON",
+                        help="`pmgaft bench --json` figures of the GPU that will run this: the cost estimate is "
+                             "computed from them")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the cost estimate only")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (and its cost with --bench) only")
 
 
-def _train_flags() -> set[str] | None:
-    """The option strings ``pmgaft train`` accepts, or None when the training module is not installed."""
-    try:
-        import importlib
+def build_plan(args: argparse.Namespace) -> Plan:
+    """Every training config resolved (a typo in a config file fails here, before any work) and the protocol."""
+    from pmgaft.training import resolve_config
 
-        module = importlib.import_module("pmgaft.training.cli")
-    except ImportError:
-        return None
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return set(parser._option_string_actions)
-
-
-def build_plan(args: argparse.Namespace, known: set[str] | None = None) -> Plan:
-    out, steps, checkpoints = args.out, [], []
-    optional = {"--model": args.model, "--pretrained": args.pretrained, "--data-root": str(args.data_root),
-                "--device": args.device}
-    rate = FWD_BWD_IMAGES_PER_S[args.gpu] * 3600
-    train_hours = {}
+    trainings = {}
     for method in args.methods:
-        config = METHODS[method]
-        if config is None:
+        if method == BASE:
             continue
-        run_dir = out / "runs" / method
-        cmd = ["train", "--config", str(args.configs / config), "--out-dir", str(run_dir), "--recipe", args.recipe,
-               "--method", method]
-        cmd += [x for flag, value in optional.items() if known is None or flag in known for x in (flag, value)]
-        steps.append(cmd)
-        checkpoints += ["--checkpoint", f"{method}={run_dir / 'best.safetensors'}"]
-        train_hours[method] = TRAIN_IMAGES * TRAIN_UNITS[method] / rate
-    evaluate = ["eval", "--protocol", "paper", "--model", args.model, "--data-root", str(args.data_root),
-                "--out", str(out / "results"), "--device", args.device, "--skip-existing", *checkpoints]
-    if "clip" in args.methods:
-        evaluate += ["--pretrained", args.pretrained, "--label", "clip"]
-    if args.n_samples:
-        evaluate += ["--n-samples", str(args.n_samples)]
-    n_models = len(args.methods)
-    images = sum(min(TEST_SIZES[d], args.n_samples or TEST_SIZES[d]) for d in PAPER_DATASETS)
-    eval_hours = n_models * images * EVAL_UNITS / rate
-    return Plan(steps + [evaluate, ["report", str(out / "results"), "--out", str(out / "report")]],
-                train_hours, eval_hours)
+        path = args.configs / f"{method}.yaml"
+        if not path.is_file():
+            raise PmgaftError(f"no training config for {method!r}: {path} does not exist (see --configs; "
+                              f"configs/tga-zsr has tecoa, tga_zsr and comp_tga).")
+        overrides = {"method": method, "recipe": args.recipe, "model": args.model, "pretrained": args.pretrained,
+                     "data_root": str(args.data_root), "out_dir": str(args.out / "runs" / method),
+                     "device": args.device}
+        trainings[method] = resolve_config(overrides, path)
+    protocol = PROTOCOLS[args.protocol]
+    if args.n_samples is not None:
+        if args.n_samples < 0:
+            raise PmgaftError(f"--n-samples must be >= 0 (0 = every image), got {args.n_samples}.")
+        protocol = replace(protocol, n_samples=args.n_samples or None, n_samples_per_dataset={})
+    return Plan(trainings, protocol, args.out, [m for m in args.methods])
 
 
-def _print_plan(plan: Plan, args: argparse.Namespace) -> None:
-    print(f"pmgaft reproduce plan ({len(plan.commands)} commands):")
-    for cmd in plan.commands:
-        print("  pmgaft " + " ".join(shlex.quote(c) for c in cmd))
-    print(f"\nestimated cost on one {args.gpu} (ViT-B/32, {FWD_BWD_IMAGES_PER_S[args.gpu]:.0f} img/s forward+"
-          f"backward, forward {FORWARD_SPEEDUP:g}x faster; AutoAttack survivors {AA_SURVIVORS:.0%}):")
-    for method, hours in plan.train_gpu_hours.items():
-        print(f"  train {method:<9} {hours:7.1f} GPU-h  ({TRAIN_IMAGES:,} images x {TRAIN_UNITS[method]:.2f} "
-              f"forward+backward each)")
-    print(f"  evaluate        {plan.eval_gpu_hours:7.1f} GPU-h  ({len(args.methods)} models x 16 sets; "
-          f"{EVAL_UNITS:.0f} forward+backward per image: PGD-100, CW-100, AutoAttack)")
-    total = sum(plan.train_gpu_hours.values()) + plan.eval_gpu_hours
-    print(f"  total           {total:7.1f} GPU-h")
+def _images(protocol: Protocol) -> dict[str, int]:
+    counts = {}
+    for name in protocol.datasets:
+        spec = DATASETS.get(name)
+        total = spec.size(protocol.split_for(name)) if spec is not None else None
+        n = protocol.samples_for(name)
+        counts[name] = (min(n, total) if n is not None and total is not None else (n or total or 0))
+    return counts
+
+
+def estimate(plan: Plan, costs: Any) -> dict[str, Any]:
+    """GPU-hours from measured per-image seconds (``costs``: :class:`pmgaft.bench.costs.PerImageCosts`).
+
+    Training: the method's measured seconds per training image x training-set images x epochs. Evaluation, per
+    model and image: one clean forward; PGD/CW: ``steps`` attack steps (an upper bound: early exit stops at the
+    first misclassified iterate); AutoAttack: APGD-CE's 100 steps, then APGD-T and FAB-T on the ~30% it leaves
+    (9 targets x 100 steps each) and Square's 5000 forward passes.
+    """
+    train = {}
+    for method, config in plan.trainings.items():
+        if method not in costs.train_step:
+            raise PmgaftError(f"the bench figures hold no training step for {method!r}: rerun `pmgaft bench` with "
+                              f"--method {method}.")
+        size = DATASETS[config.dataset].size("train") if config.dataset in DATASETS else None
+        train[method] = costs.train_step[method] * (size or 0) * config.epochs / 3600
+    per_image = costs.clean_forward
+    for attack in plan.protocol.attacks:
+        if attack in ("pgd", "cw"):
+            per_image += sum(plan.protocol.steps) * len(plan.protocol.eps) * costs.pgd_step
+        elif attack in ("autoattack", "apgd-ce-dlr"):
+            extra = AA_SURVIVORS * SQUARE_QUERIES * costs.clean_forward if attack == "autoattack" else 0.0
+            per_image += len(plan.protocol.eps) * (AA_STEPS * costs.pgd_step + extra)
+    images = sum(_images(plan.protocol).values())
+    return {"train_hours": train, "eval_hours": len(plan.models) * images * per_image / 3600, "images": images,
+            "source": costs.source}
+
+
+def _print_plan(plan: Plan, cost: dict[str, Any] | None, args: argparse.Namespace) -> None:
+    print(f"pmgaft reproduce: {len(plan.trainings)} training run(s), {len(plan.models)} model(s) evaluated with "
+          f"--protocol {plan.protocol.name} -> {plan.out}")
+    for method, config in plan.trainings.items():
+        print(f"  train {method:<9} {args.configs / (method + '.yaml')} (recipe {config.recipe}, lr {config.lr:g}, "
+              f"batch {config.batch_size}, {config.epochs} epochs) -> {config.out_dir}")
+    counts = _images(plan.protocol)
+    print(f"  evaluate {', '.join(plan.models)} on {len(counts)} sets ({sum(counts.values()):,} images per model), "
+          f"attacks {', '.join(plan.protocol.attacks)} at eps {', '.join(f'{e:g}' for e in plan.protocol.eps)}/255")
+    print(f"  report -> {plan.out / 'report'}")
+    if cost is None:
+        print("\nno cost estimate: measure the GPU that will run this with `pmgaft bench --model "
+              f"{args.model} --device cuda --json bench.json` and pass --bench bench.json")
+        return
+    src = cost["source"]
+    print(f"\nestimated cost, from pmgaft bench figures ({args.bench}: {src.get('model')} on {src.get('device')}, "
+          f"batch {src.get('batch_size')}, {src.get('precision')}):")
+    for method, hours in cost["train_hours"].items():
+        print(f"  train {method:<9} {hours:8.2f} GPU-h")
+    print(f"  evaluate        {cost['eval_hours']:8.2f} GPU-h (upper bound: PGD early exit and AutoAttack's survivors "
+          f"at {AA_SURVIVORS:.0%} cut it)")
+    print(f"  total           {sum(cost['train_hours'].values()) + cost['eval_hours']:8.2f} GPU-h")
 
 
 def run(args: argparse.Namespace) -> int:
-    known = _train_flags()
-    plan = build_plan(args, known)
-    _print_plan(plan, args)
+    plan = build_plan(args)
+    cost = None
+    if args.bench is not None:
+        from pmgaft.bench.costs import per_image_costs
+
+        cost = estimate(plan, per_image_costs(args.bench))
+    _print_plan(plan, cost, args)
     if args.dry_run:
         return 0
-    missing = [c[2] for c in plan.commands if c[0] == "train" and not Path(c[2]).is_file()]
-    if known is None or missing:
-        raise PmgaftError("cannot train: " + (f"training configs missing: {missing} (see --configs)" if missing
-                                              else "the training module pmgaft.training is not installed"))
-    from pmgaft.cli import main
+    return execute(plan, args)
 
-    failed = []
-    for cmd in plan.commands:
-        if cmd[0] == "train" and (Path(cmd[4]) / "best.safetensors").is_file():
-            print(f"skip training: {cmd[4]}/best.safetensors exists")
-            continue
-        print("\n$ pmgaft " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        if main(cmd) != 0:
-            failed.append(cmd[0] + " " + cmd[-1 if cmd[0] == "report" else 4])
-    if failed:
-        print("pmgaft reproduce: failed steps: " + "; ".join(failed))
+
+def execute(plan: Plan, args: argparse.Namespace) -> int:
+    """Train what is not trained yet, evaluate every model, write the report; 1 when a cell failed."""
+    from pmgaft.evaluation.grid import GridConfig, run_grid
+    from pmgaft.evaluation.models import model_specs
+    from pmgaft.evaluation.report import write_report
+    from pmgaft.training import train
+
+    checkpoints = []
+    for method, config in plan.trainings.items():
+        run_dir = Path(config.out_dir)
+        if (run_dir / "summary.json").is_file() and (run_dir / "best.safetensors").is_file():
+            print(f"\nskip training {method}: {run_dir} is finished")
+        else:
+            print(f"\ntraining {method} -> {run_dir}", flush=True)
+            train(replace(config, resume=run_dir.exists()))
+        checkpoints.append(f"{method}={run_dir / 'best.safetensors'}")
+    base = args.pretrained if BASE in plan.models else None
+    specs = model_specs(args.model, base, checkpoints, BASE if base else None)
+    cfg = GridConfig(plan.protocol, out=plan.results, data_root=args.data_root, device=args.device,
+                     skip_existing=True)
+    cards = run_grid(specs, cfg, log=lambda line: print(line, flush=True))
+    write_report(plan.results, plan.out / "report")
+    failed = [c for c in cards if "error" in c]
+    print(f"\npmgaft reproduce: {len(cards) - len(failed)} cell(s) done, {len(failed)} failed; table in "
+          f"{plan.out / 'report' / 'report.md'}")
     return 1 if failed else 0
