@@ -49,7 +49,8 @@ def _outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
 def test_train_end_to_end(data_root: Path, tmp_path: Path, method: str, recipe: str) -> None:
     out = tmp_path / "run"
     assert main(_argv(data_root, out, "--method", method, "--recipe", recipe, "--max-steps", "2")) == 0
-    for name in ("last.safetensors", "train_state.pt", "config.yaml", "log.jsonl", "prompts.json", "tb"):
+    for name in ("last.safetensors", "config.yaml", "log.jsonl", "prompts.json", "tb", "checkpoints/step-000002/"
+                 "weights.safetensors", "checkpoints/step-000002/state.pt", "checkpoints/step-000002/manifest.json"):
         assert (out / name).exists(), name
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == method and saved["recipe"] == recipe and saved["logit_scale"] == \
@@ -78,7 +79,7 @@ def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_pat
     assert main(_argv(data_root, tmp_path / "full", *common)) == 0
     assert main(_argv(data_root, tmp_path / "cut", *common, "--max-steps", "4")) == 0
     assert read_metadata(tmp_path / "cut" / "last.safetensors")["step"] == "4"
-    assert main(_argv(data_root, tmp_path / "cut", *common, "--resume")) == 0
+    assert main(_argv(data_root, tmp_path / "cut", *common, "--resume", "--max-steps", "none")) == 0
     from safetensors.torch import load_file
     full, cut = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(tmp_path / "cut" /
                                                                                        "last.safetensors"))
@@ -92,7 +93,7 @@ def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_pat
     # resuming with another setting is refused, naming it
     with pytest.raises(PmgaftError, match="lr"):
         train(resolve_config({**yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text()), "lr": 0.5,
-                              "resume": True}))
+                              "resume": True, "out_dir": str(tmp_path / "cut")}))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1,21 +1,34 @@
 """Multi-GPU training with ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
 
-Single-process is the default. Under torchrun every process trains its shard of each global batch (see
-:class:`~pmgaft.training.data.BatchPlan`), the image tower is wrapped in ``DistributedDataParallel`` (gradients
-averaged), and rank 0 alone writes checkpoints, logs and runs validation. Backend: NCCL on CUDA, gloo on CPU.
+Single-process is the default and never creates a process group. Under torchrun every process trains its shard
+of each global batch (see :class:`~pmgaft.training.data.BatchPlan`), the image tower is wrapped in
+``DistributedDataParallel`` (gradients averaged), and rank 0 alone writes checkpoints, logs and runs validation.
+Backend: NCCL on CUDA, gloo on CPU.
+
+Failures: every collective waits at most ``dist_timeout`` seconds. When one fails (a rank died, so its sockets
+closed, or hangs, so the timeout expired) each surviving rank reports on the rendezvous store, waits
+``REPORT_GRACE_S`` for the others' reports, and raises a :class:`~pmgaft.errors.PmgaftError` naming the ranks
+that did not report -- the dead or hung ones. torchrun then stops the remaining workers (SIGTERM, SIGKILL 30 s
+later) and prints its own report with every rank's exit status.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Iterator
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from pmgaft.errors import PmgaftError
 from pmgaft.models import ZeroShotClassifier
+
+REPORT_GRACE_S = 3.0
+# what gloo / NCCL put in the RuntimeError of a collective whose peer died or timed out
+_BACKEND_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe")
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,8 @@ class Dist:
     world: int = 1
     rank: int = 0
     local_rank: int = 0
+    timeout_s: float = 600.0
+    store: Any = field(default=None, compare=False, repr=False)  # pmgaft's keys on the rendezvous store
 
     @property
     def enabled(self) -> bool:
@@ -34,22 +49,82 @@ class Dist:
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as dist
+
             dist.barrier()
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any rank (one tiny all-reduce)."""
+        if not self.enabled:
+            return flag
+        import torch.distributed as dist
 
-def init_distributed(device_kind: str) -> Dist:
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 without a launcher); readable before any process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def init_distributed(device_kind: str, timeout_s: float) -> Dist:
     """Join the process group torchrun set up (env vars), or a single-process ``Dist``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist()
+        return Dist(timeout_s=timeout_s)
+    import torch.distributed as dist
+
+    timeout = timedelta(seconds=timeout_s)
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return Dist(world, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world, timeout=timeout)
+    run = f"pmgaft/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return Dist(world, rank, int(os.environ.get("LOCAL_RANK", "0")), timeout_s, dist.PrefixStore(run, store))
 
 
 def shutdown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def is_collective_error(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because a peer died, hung, or the network broke."""
+    import torch.distributed as dist
+
+    return isinstance(err, dist.DistError) or (isinstance(err, RuntimeError)
+                                                and any(w in str(err).lower() for w in _BACKEND_WORDS))
+
+
+def collective_failure(d: Dist, err: BaseException, where: str) -> PmgaftError:
+    """The error to raise after a collective failed at ``where``: names the ranks that did not report failing."""
+    silent: list[int] | None = None
+    try:
+        d.store.set(f"failed/{d.rank}", where)
+        deadline = time.monotonic() + REPORT_GRACE_S
+        while True:
+            silent = [r for r in range(d.world) if not d.store.check([f"failed/{r}"])]
+            if not silent or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    except Exception:  # the store is gone too (its host died): say what this rank knows
+        silent = None
+    first = " ".join(str(err).split())[:200]
+    if silent:
+        who = (f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} did not reach it: "
+               f"{'they' if len(silent) > 1 else 'it'} died or hang")
+    elif silent == []:
+        who = "every rank saw it fail: a network or backend problem, not a missing rank"
+    else:
+        who = "the rendezvous store is unreachable too, so the failed rank is unknown (see torchrun's report)"
+    return PmgaftError(f"rank {d.rank}: the collective of {where} failed ({first}); {who}. A hung rank is given up "
+                       f"after --dist-timeout {d.timeout_s:g} s; torchrun's report lists each rank's exit status. "
+                       f"Checkpoints already committed are intact: fix the failed node and resume with --resume.")
 
 
 def wrap_tower(visual: nn.Module, d: Dist, device: torch.device) -> nn.Module:
@@ -79,9 +154,11 @@ def tower(model: ZeroShotClassifier, wrapped: nn.Module, sync: bool = True) -> I
 
 
 def reduce_mean(values: dict[str, float], d: Dist, device: torch.device) -> dict[str, float]:
-    """Average logged scalars over processes."""
+    """Average logged scalars over processes (every rank gets the same numbers)."""
     if not d.enabled or not values:
         return values
+    import torch.distributed as dist
+
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: v / d.world for k, v in zip(values, t.tolist())}

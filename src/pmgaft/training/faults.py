@@ -1,0 +1,37 @@
+"""Deterministic fault injection, for the crash tests: ``PMGAFT_FAULT=POINT@N[:hang]``.
+
+The training code calls :func:`point` at the places a real crash can hit (after each file of a checkpoint write,
+after the commit, after an optimizer step, ...). When ``PMGAFT_FAULT`` names that point, its ``N``-th hit in
+this process kills the process with SIGKILL (as ``kill -9`` would), or with ``:hang`` blocks it forever (a hung
+rank). ``PMGAFT_FAULT_RANK=R`` limits the fault to the process whose ``RANK`` is R. Unset (always, outside the
+tests), a point costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ENV, RANK_ENV = "PMGAFT_FAULT", "PMGAFT_FAULT_RANK"
+POINTS = ("step", "checkpoint-file", "checkpoint-commit", "publish")
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Count a hit of fault point ``name`` and crash here if ``PMGAFT_FAULT`` says so."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    target, _, rest = spec.partition("@")
+    if target != name:
+        return
+    if os.environ.get(RANK_ENV, os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
+        return
+    count, _, action = rest.partition(":")
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] != int(count):
+        return
+    if action == "hang":
+        while True:
+            time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL)
