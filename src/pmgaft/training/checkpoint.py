@@ -150,6 +150,8 @@ def commit(run: Path, step: int, model: nn.Module, metadata: dict[str, str], sta
 
 def publish(run: Path, checkpoint: Checkpoint, name: str) -> None:
     """Point ``RUN/name`` (last/best.safetensors) at the checkpoint's weights, atomically."""
+    if (run / name).is_file() and os.path.samefile(checkpoint.weights, run / name):
+        return  # already points there (rename onto a hard link of the same file would do nothing)
     tmp = run / f".{name}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     try:

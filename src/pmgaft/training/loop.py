@@ -26,6 +26,7 @@ from pmgaft.methods import Method, build_method
 from pmgaft.models import ZeroShotClassifier, all_finite, load_clip
 from pmgaft.prompts import get_prompts
 from pmgaft.training import checkpoint as ckpt
+from pmgaft.training import faults
 from pmgaft.training.config import TrainConfig, config_to_yaml, resolve_config, saved_values, validate
 from pmgaft.training.data import BatchPlan, load_train_data, plan_steps, resolve_grad_accum
 from pmgaft.training.distributed import (Dist, collective_failure, env_rank, init_distributed, is_collective_error,
@@ -122,6 +123,7 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
     tick = time.perf_counter()
     for step, micro in plan_steps(data.train, plan, progress.step, end, config.num_workers):
         result = train_step(ctx, step, micro)
+        faults.point("step")  # where the crash tests kill a run between two checkpoints
         if not result.finite:
             _nonfinite(step, result, ctx, config, save, logger)  # raises, or skips the batch (skip_nonfinite)
         progress.step = step
@@ -267,11 +269,11 @@ def _nonfinite(step: int, result: StepResult, ctx: StepContext, config: TrainCon
     good state (the weights before this step) so that nothing trained is lost."""
     progress, d = save.progress, ctx.dist
     terms = ", ".join(f"{k}={v:.4g}" for k, v in result.terms.items())
-    if len(progress.skipped) < config.skip_nonfinite:
+    skip = len(progress.skipped) < config.skip_nonfinite
+    logger.log(step, {**result.terms, "grad_norm": result.grad_norm, "skipped": skip}, prefix="nonfinite")
+    if skip:
         progress.skipped.append(step)
         skip_update(ctx)
-        logger.log(step, {**result.terms, "grad_norm": result.grad_norm, "skipped": len(progress.skipped)},
-                   prefix="nonfinite")
         warnings.warn(f"step {step}: non-finite loss or gradient ({terms}, grad_norm={result.grad_norm:.4g}); batch "
                       f"skipped ({len(progress.skipped)} of --skip-nonfinite {config.skip_nonfinite}).", stacklevel=3)
         return
