@@ -108,9 +108,9 @@ def checkpoints(run: Path) -> list[Checkpoint]:
 def latest_checkpoint(run: Path) -> Checkpoint | None:
     """The newest complete checkpoint of ``run``, or None."""
     if (run / LEGACY_STATE).is_file() and not (run / CHECKPOINTS).is_dir():
-        raise PmgaftError(f"{run} was written by an older pmgaft ({LEGACY_STATE}, a pickle that needs "
-                          f"weights_only=False): it cannot be resumed safely. Continue from its weights in a new run "
-                          f"(--pretrained {run / LAST} --out-dir NEW) or start again.")
+        raise PmgaftError(f"{run} was written by an older pmgaft ({LEGACY_STATE}: a pickle of numpy objects, which "
+                          f"only an unsafe load reads): it cannot be resumed safely. Continue from its weights in a "
+                          f"new run (--pretrained {run / LAST} --out-dir NEW) or start again.")
     found = checkpoints(run)
     return found[0] if found else None
 

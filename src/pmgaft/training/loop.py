@@ -122,6 +122,7 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
     # ---- 2. train: one optimizer step per global batch; ``step`` counts the completed ones ---------------------
     tick = time.perf_counter()
     for step, micro in plan_steps(data.train, plan, progress.step, end, config.num_workers):
+        lr = optimizer.param_groups[0]["lr"]  # this step's learning rate
         result = train_step(ctx, step, micro)
         faults.point("step")  # where the crash tests kill a run between two checkpoints
         if not result.finite:
@@ -131,7 +132,7 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
         rate, tick = config.batch_size / max(now - tick, 1e-9), now
         logger.progress({**result.terms, "img/s": rate})
         if d.main and (step % config.log_every == 0 or step == end):
-            logger.log(step, {**result.terms, "grad_norm": result.grad_norm, "lr": scheduler.get_last_lr()[0],
+            logger.log(step, {**result.terms, "grad_norm": result.grad_norm, "lr": lr,
                               "images_per_s": rate, "epoch": step / plan.steps_per_epoch})
 
         # ---- 3. validate / select: rank 0 scores the held-out split; robust, then clean accuracy, decides --
