@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -114,15 +115,15 @@ def collective_failure(d: Dist, err: BaseException, where: str) -> PmgaftError:
             time.sleep(0.1)
     except Exception:  # the store is gone too (its host died): say what this rank knows
         silent = None
-    first = " ".join(str(err).split())[:200]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(err).split()))[:200]  # without gloo's source path
     if silent:
-        who = (f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} did not reach it: "
-               f"{'they' if len(silent) > 1 else 'it'} died or hang")
+        who = (f"rank {silent[0]} did not reach it: it died or hangs" if len(silent) == 1 else
+               f"ranks {', '.join(map(str, silent))} did not reach it: they died or hang")
     elif silent == []:
         who = "every rank saw it fail: a network or backend problem, not a missing rank"
     else:
         who = "the rendezvous store is unreachable too, so the failed rank is unknown (see torchrun's report)"
-    return PmgaftError(f"rank {d.rank}: the collective of {where} failed ({first}); {who}. A hung rank is given up "
+    return PmgaftError(f"rank {d.rank}: a collective {where} failed ({first}); {who}. A hung rank is given up "
                        f"after --dist-timeout {d.timeout_s:g} s; torchrun's report lists each rank's exit status. "
                        f"Checkpoints already committed are intact: fix the failed node and resume with --resume.")
 

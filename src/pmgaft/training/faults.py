@@ -31,6 +31,8 @@ def point(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] != int(count):
         return
+    os.write(2, f"pmgaft fault: {'hang' if action == 'hang' else 'kill -9'} at {name}@{count} "
+                f"(rank {os.environ.get('RANK', '0')})\n".encode())
     if action == "hang":
         while True:
             time.sleep(3600)

@@ -75,17 +75,17 @@ def train(config: TrainConfig | Mapping[str, Any]) -> Path:
     preflight(config, env_rank())
     d = init_distributed(device.type, config.dist_timeout)
     progress, broken = Progress(), False
-    try:
-        with StopSignals(announce=d.main) as signals:
+    with StopSignals(announce=d.main) as signals:  # also while a failure is reported: torchrun's SIGTERM waits
+        try:
             return _train(config, method, device, d, signals, progress)
-    except Exception as err:
-        broken = d.enabled and is_collective_error(err)
-        if broken:  # a peer died or hangs: name it (the group is not torn down: its peers are gone)
-            raise collective_failure(d, err, f"step {progress.step + 1}") from err
-        raise
-    finally:
-        if not broken:
-            shutdown(d)
+        except Exception as err:
+            broken = d.enabled and is_collective_error(err)
+            if broken:  # a peer died or hangs: name it (the group is not torn down: its peers are gone)
+                raise collective_failure(d, err, f"after step {progress.step}") from err
+            raise
+        finally:
+            if not broken:
+                shutdown(d)
 
 
 def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, signals: StopSignals,
