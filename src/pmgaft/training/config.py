@@ -134,8 +134,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise PmgaftError(f"config file {str(path)!r} does not exist (see configs/ for examples).")
     try:
         values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise PmgaftError(f"config file {path} is not valid YAML: {err}") from None
+    except yaml.YAMLError as err:  # one line: where and what, not PyYAML's multi-line excerpt
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise PmgaftError(f"config file {path} is not valid YAML{where}: {problem} (see configs/ for examples).") \
+            from None
     if not isinstance(values, dict):
         raise PmgaftError(f"config file {path} must hold a mapping of keys, got {type(values).__name__}.")
     check_keys(values, str(path))
