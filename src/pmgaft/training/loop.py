@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from pmgaft.data import ImageDataset
 from pmgaft.errors import PmgaftError
 from pmgaft.methods import Method, build_method
 from pmgaft.models import ZeroShotClassifier, all_finite, load_clip
@@ -99,20 +100,13 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
                      resolve_grad_accum(config, d.world))
     total = plan.steps_per_epoch * config.epochs
     end = min(total, config.max_steps or total)
-    seed_everything(config.seed)
-    target, original, quick_gelu = _classifiers(config, data.classes, device, method)
-    optimizer = build_optimizer(target.clip.visual.parameters(), config)
-    scheduler = build_scheduler(optimizer, config, total)
-    dtype = _AUTOCAST[config.precision] if device.type == "cuda" else None
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    ctx = StepContext(method, target, original, wrap_tower(target.clip.visual, d, device), optimizer, scheduler,
-                      scaler, config.attack_settings(), device, dtype, config.seed, d)
+    ctx, quick_gelu = _build(config, method, data.classes, device, d, total)  # models, optimizer, schedule
     if resumed is not None:
         _load(resumed, ctx, plan, progress, config)
     save = _Saver(run, config, ctx, plan, progress, quick_gelu)
     logger = RunLogger(run, total=total, initial=progress.step, enabled=d.main, progress=config.progress)
     if d.main:
-        _start_files(run, config, target, resumed, logger, progress)
+        _start_files(run, config, ctx.target, resumed, logger, progress)
     eval_every = config.eval_every or plan.steps_per_epoch
     save_every = config.save_every or plan.steps_per_epoch
     if progress.step >= end and d.main:
@@ -122,7 +116,7 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
     # ---- 2. train: one optimizer step per global batch; ``step`` counts the completed ones ---------------------
     tick = time.perf_counter()
     for step, micro in plan_steps(data.train, plan, progress.step, end, config.num_workers):
-        lr = optimizer.param_groups[0]["lr"]  # this step's learning rate
+        lr = ctx.optimizer.param_groups[0]["lr"]  # this step's learning rate
         result = train_step(ctx, step, micro)
         faults.point("step")  # where the crash tests kill a run between two checkpoints
         if not result.finite:
@@ -135,20 +129,10 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
             logger.log(step, {**result.terms, "grad_norm": result.grad_norm, "lr": lr,
                               "images_per_s": rate, "epoch": step / plan.steps_per_epoch})
 
-        # ---- 3. validate / select: rank 0 scores the held-out split; robust, then clean accuracy, decides --
-        scores: dict[str, float] = {}
-        new_best = False
+        # ---- 3. validate / select: rank 0 scores the held-out split (robust, then clean accuracy, decides) -----
+        scores, new_best = {}, False
         if data.val is not None and (step % eval_every == 0 or step == total):
-            if d.main:
-                scores = run_validation(target, data.val, config, device,
-                                        config.val_batch_size or config.batch_size // (d.world * plan.grad_accum))
-                logger.log(step, scores, prefix="val")
-                best = progress.best
-                new_best = best is None or (scores["val_robust"], scores["val_clean"]) > (best["val_robust"],
-                                                                                          best["val_clean"])
-                if new_best:
-                    progress.best = {"step": step, **scores}
-            d.barrier()
+            scores, new_best = _select(step, ctx, data.val, config, plan, progress, logger)
 
         # ---- 4. save: on schedule, at a new best, at the end, and when a signal asked every rank to stop -------
         stop = d.any(signals.requested, device)
@@ -163,6 +147,37 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
     logger.close()
     d.barrier()
     return run
+
+
+def _build(config: TrainConfig, method: Method, classes: list[str], device: torch.device, d: Dist, total: int
+           ) -> tuple[StepContext, bool]:
+    """The step's context (target and frozen original, optimizer, schedule, scaler) and whether the architecture
+    uses QuickGELU."""
+    seed_everything(config.seed)
+    target, original, quick_gelu = _classifiers(config, classes, device, method)
+    optimizer = build_optimizer(target.clip.visual.parameters(), config)
+    scheduler = build_scheduler(optimizer, config, total)
+    dtype = _AUTOCAST[config.precision] if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    return StepContext(method, target, original, wrap_tower(target.clip.visual, d, device), optimizer, scheduler,
+                       scaler, config.attack_settings(), device, dtype, config.seed, d), quick_gelu
+
+
+def _select(step: int, ctx: StepContext, val: ImageDataset, config: TrainConfig, plan: BatchPlan, progress: Progress,
+            logger: RunLogger) -> tuple[dict[str, float], bool]:
+    """Rank 0 validates (the others wait): (scores, whether they are the best so far)."""
+    scores, new_best, d = {}, False, ctx.dist
+    if d.main:
+        batch = config.val_batch_size or config.batch_size // (d.world * plan.grad_accum)
+        scores = run_validation(ctx.target, val, config, ctx.device, batch)
+        logger.log(step, scores, prefix="val")
+        best = progress.best
+        new_best = best is None or (scores["val_robust"], scores["val_clean"]) > (best["val_robust"],
+                                                                                  best["val_clean"])
+        if new_best:
+            progress.best = {"step": step, **scores}
+    d.barrier()
+    return scores, new_best
 
 
 @dataclasses.dataclass
