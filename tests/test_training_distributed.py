@@ -106,6 +106,18 @@ def test_two_ranks_equal_one_process_and_their_checkpoint_resumes_under_one(data
     assert total[3] == pytest.approx({r["step"]: r["total"] for r in ref if r["split"] == "train"}[3], rel=1e-5)
 
 
+def test_a_single_process_needs_no_launcher_and_no_process_group(data_root: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import torch.distributed as dist
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: calls.append(args))
+    assert main(micro_argv(data_root, tmp_path / "run", "--max-steps", "1")) == 0
+    assert calls == [] and not dist.is_initialized()
+
+
 def _lines_until_exit(run: subprocess.Popen, deadline_s: float) -> list[tuple[float, str]]:
     """(time, line) of the launcher's merged output until it exits; SIGKILL the group after ``deadline_s``."""
     lines, start = [], time.monotonic()

@@ -142,3 +142,31 @@ def test_bad_input_fails_before_any_model_or_data_is_loaded(data_root: Path, tmp
     err = capsys.readouterr().err
     assert message in err and err.startswith("pmgaft train: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "new").exists()  # and nothing was left behind
+
+
+class _Planted:
+    """Unpickling this creates a file: the proof that a loader ran code from a checkpoint."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_a_planted_pickle_as_pretrained_is_refused_and_never_runs(data_root: Path, tmp_path: Path, capsys,
+                                                                  writer: str) -> None:
+    import pickle
+
+    planted, marker = tmp_path / "weights.pt", tmp_path / "executed"
+    evil = _Planted()
+    evil.marker = str(marker)
+    payload = {"state_dict": {"visual.proj": torch.zeros(1)}, "extra": evil}
+    if writer == "pickle":
+        planted.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, planted)
+    assert main(micro_argv(data_root, tmp_path / "run", "--pretrained", str(planted))) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "--trust-checkpoint" in err and err.count("\n") == 1, err
+    assert not marker.exists()
