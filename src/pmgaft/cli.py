@@ -1,8 +1,7 @@
 """``pmgaft`` command line: one sub-command per module, found through a registry.
 
-Each command module defines ``add_arguments(parser)`` and ``run(args) -> int`` (and optionally ``EPILOG``, text
-shown after its ``--help``, e.g. its exit statuses). Modules are imported lazily so ``pmgaft --help`` stays fast
-and the library never imports the CLI.
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily
+so ``pmgaft --help`` stays fast and the library never imports the CLI.
 
 Exit statuses shared by every command: 0 success, 2 bad input (a one-paragraph message, no traceback), 130 an
 interrupt the command did not handle itself. ``pmgaft train`` adds 75: stopped on SIGTERM/SIGINT after writing
@@ -60,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"pmgaft {name}", description=help_text,
-                                     epilog=getattr(module, "EPILOG", None),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=f"pmgaft {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:

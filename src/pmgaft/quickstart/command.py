@@ -100,8 +100,9 @@ def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
     if (run_dir / "summary.json").is_file():
         print(f"  cached: {run_dir}")
         return _selected_weights(run_dir)
-    # --resume continues an interrupted run from its newest checkpoint, and starts one that has none
-    argv = ["train", *[a for k, v in flags.items() for a in (f"--{k}", str(v))], "--out-dir", str(run_dir), "--resume"]
+    argv = ["train", *[a for k, v in flags.items() for a in (f"--{k}", str(v))], "--out-dir", str(run_dir)]
+    if (run_dir / "train_state.pt").is_file():
+        argv.append("--resume")
     if args.no_progress:
         argv.append("--no-progress")
     print("  $ pmgaft " + " ".join(argv), flush=True)

@@ -142,6 +142,7 @@ def _flag_type(name: str, hint: typing.Any):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter  # exit statuses, run dir
     parser.add_argument("--config", help="YAML file of config keys (see configs/); flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):

@@ -20,8 +20,12 @@ DUPLICATE_S = 2.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class TrainingStopped(Exception):
-    """The run stopped on a signal after committing the checkpoint of ``step`` in ``run``."""
+class TrainingStopped(KeyboardInterrupt):
+    """The run stopped on a signal after committing the checkpoint of ``step`` in ``run``.
+
+    An interrupt (a ``KeyboardInterrupt``), so a caller that does not handle it stops as on Ctrl-C; ``pmgaft
+    train`` turns it into exit status 75.
+    """
 
     def __init__(self, run: Path, step: int, signal_name: str) -> None:
         super().__init__(f"{signal_name}: stopped after step {step} with a checkpoint in {run}")
