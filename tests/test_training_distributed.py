@@ -9,6 +9,7 @@ different data order or attack start would differ by as much.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ def _torchrun(argv: list[str], env: dict[str, str] | None = None) -> subprocess.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pmgaft",
            *argv]
     return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +119,27 @@ def test_a_single_process_needs_no_launcher_and_no_process_group(data_root: Path
     assert calls == [] and not dist.is_initialized()
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    try:
+        children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+    return children + [d for c in children for d in _descendants(c)]
+
+
 def _lines_until_exit(run: subprocess.Popen, deadline_s: float) -> list[tuple[float, str]]:
-    """(time, line) of the launcher's merged output until it exits; SIGKILL the group after ``deadline_s``."""
+    """(time, line) of the launcher's merged output until rank 0 gives up (or ``deadline_s``); then the launcher
+    and its workers are killed (torchrun would kill the hung rank only 30 s later)."""
     lines, start = [], time.monotonic()
     for line in run.stdout:
         lines.append((time.monotonic() - start, line.rstrip()))
-        if "pmgaft train: error:" in line:  # rank 0 gave up: the hung rank is torchrun's to kill (30 s later)
+        if "pmgaft train: error:" in line or time.monotonic() - start > deadline_s:
             break
-        if time.monotonic() - start > deadline_s:
-            break
-    os.killpg(run.pid, signal.SIGKILL)
+    for pid in [*_descendants(run.pid), run.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     run.wait()
     return lines
 

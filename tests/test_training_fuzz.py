@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import sys
 import typing
-from dataclasses import fields
 from pathlib import Path
 
 import pytest

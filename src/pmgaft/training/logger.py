@@ -67,6 +67,10 @@ class RunLogger:
             self.bar.update(1)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
 
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -103,8 +103,8 @@ def _train(config: TrainConfig, method: Method, device: torch.device, d: Dist, s
     ctx, quick_gelu = _build(config, method, data.classes, device, d, total)  # models, optimizer, schedule
     if resumed is not None:
         _load(resumed, ctx, plan, progress, config)
-    save = _Saver(run, config, ctx, plan, progress, quick_gelu)
     logger = RunLogger(run, total=total, initial=progress.step, enabled=d.main, progress=config.progress)
+    save = _Saver(run, config, ctx, plan, progress, quick_gelu, logger)
     if d.main:
         _start_files(run, config, ctx.target, resumed, logger, progress)
     eval_every = config.eval_every or plan.steps_per_epoch
@@ -255,9 +255,9 @@ class _Saver:
     """Rank 0's checkpoint of the current step: weights checked finite, committed, published, old ones pruned."""
 
     def __init__(self, run: Path, config: TrainConfig, ctx: StepContext, plan: BatchPlan, progress: Progress,
-                 quick_gelu: bool) -> None:
+                 quick_gelu: bool, logger: RunLogger) -> None:
         self.run, self.config, self.ctx, self.plan, self.progress = run, config, ctx, plan, progress
-        self.quick_gelu = quick_gelu
+        self.quick_gelu, self.logger = quick_gelu, logger
 
     def __call__(self, step: int, scores: dict[str, float], *, best: bool) -> None:
         model, config, ctx, progress = self.ctx.target.clip, self.config, self.ctx, self.progress
@@ -277,6 +277,7 @@ class _Saver:
         if best:
             ckpt.publish(self.run, checkpoint, ckpt.BEST)
         ckpt.prune(self.run, config.keep_checkpoints, progress.best["step"] if progress.best else None)
+        self.logger.flush()  # TensorBoard holds every committed step, whatever stops the run next
 
 
 def _nonfinite(step: int, result: StepResult, ctx: StepContext, config: TrainConfig, save: _Saver,
