@@ -119,6 +119,27 @@ def test_a_single_process_needs_no_launcher_and_no_process_group(data_root: Path
     assert calls == [] and not dist.is_initialized()
 
 
+def test_under_torchrun_each_process_takes_the_gpu_of_its_local_rank(monkeypatch) -> None:
+    """No GPU needed: the process group is faked; what matters is which device each rank picks."""
+    import torch.distributed as dist
+
+    from pmgaft.errors import PmgaftError
+    from pmgaft.training.distributed import init_distributed
+
+    picked, backends = [], []
+    monkeypatch.setattr(torch.cuda, "set_device", picked.append)
+    monkeypatch.setattr(dist, "rendezvous", lambda url, timeout: iter([(dist.HashStore(), 1, 2)]))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kwargs: backends.append(backend))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    d, device = init_distributed(torch.device("cuda"), 30.0)
+    assert (d.rank, d.world, device, picked, backends) == (1, 2, torch.device("cuda", 1), [device], ["nccl"])
+    with pytest.raises(PmgaftError, match="LOCAL_RANK"):
+        init_distributed(torch.device("cuda", 3), 30.0)
+    assert init_distributed(torch.device("cpu"), 30.0)[1] == torch.device("cpu") and backends[-1] == "gloo"
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
     try:

@@ -70,20 +70,28 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def init_distributed(device_kind: str, timeout_s: float) -> Dist:
-    """Join the process group torchrun set up (env vars), or a single-process ``Dist``."""
+def init_distributed(device: torch.device, timeout_s: float) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun set up (env vars), or a single-process ``Dist``; with the device this
+    process trains on (under torchrun, CUDA means ``cuda:LOCAL_RANK``: one GPU per process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(timeout_s=timeout_s)
+        return Dist(timeout_s=timeout_s), device
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if device.index is not None:
+            raise PmgaftError(f"--device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "
+                              f"pass --device cuda (or auto) and pick GPUs with CUDA_VISIBLE_DEVICES.")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device
     timeout = timedelta(seconds=timeout_s)
     store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", store=store, rank=rank,
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
                                 world_size=world, timeout=timeout)
     run = f"pmgaft/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    return Dist(world, rank, int(os.environ.get("LOCAL_RANK", "0")), timeout_s, dist.PrefixStore(run, store))
+    return Dist(world, rank, local_rank, timeout_s, dist.PrefixStore(run, store)), device
 
 
 def shutdown(d: Dist) -> None:

@@ -74,7 +74,7 @@ def train(config: TrainConfig | Mapping[str, Any]) -> Path:
         method.losses(None, None, None, None, None)  # raises the method's explanation
     device = resolve_device(config.device)
     preflight(config, env_rank())
-    d = init_distributed(device.type, config.dist_timeout)
+    d, device = init_distributed(device, config.dist_timeout)
     progress, broken = Progress(), False
     with StopSignals(announce=d.main) as signals:  # also while a failure is reported: torchrun's SIGTERM waits
         try:
