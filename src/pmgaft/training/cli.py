@@ -85,7 +85,8 @@ _HELP = {
                         "underflow at large batch, as theirs did)",
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
     "device": "auto, cpu, cuda or cuda:N",
-    "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all)",
+    "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
+                 "'none' lifts a limit the run was started with, on --resume)",
     "num_workers": "data-loading worker processes",
     "log_every": "optimizer steps between log lines",
     "eval_every": "optimizer steps between validations (default: once per epoch)",
