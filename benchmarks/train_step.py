@@ -48,7 +48,7 @@ def bench(method_name: str, args: argparse.Namespace, device: torch.device) -> t
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        train_step(ctx, step, [(x, y)])
+        train_step(ctx, step, [(x, y, torch.arange(len(y)))])  # (images, labels, dataset positions)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pmgaft.attacks.pgd import sample_seeds
 from pmgaft.errors import PmgaftError
 from pmgaft.methods import METHODS, AttackSettings, attention_maps, build_method, image_tokens
 from pmgaft.methods.comp_tga import NOT_TEMPLATE
@@ -76,7 +77,7 @@ def test_fare_is_zero_when_models_coincide_and_no_attack(models) -> None:
 def test_fare_attack_maximizes_embedding_distance(models) -> None:
     target, original, x, y = models
     settings = AttackSettings(eps=4 / 255, step_size=1 / 255, steps=3)
-    x_adv = build_method(_config("fare")).attack(target, original, x, y, settings, torch.Generator().manual_seed(0))
+    x_adv = build_method(_config("fare")).attack(target, original, x, y, settings, sample_seeds(0, range(len(x))))
     assert (x_adv - x).abs().max() <= settings.eps + 1e-6
     assert build_method(_config("fare")).losses(target, original, x, x_adv, y)["total"] > 0
 
@@ -92,7 +93,7 @@ def test_one_sgd_step_lowers_the_loss_and_spares_the_original(models, name: str)
             p.add_(1e-2 * torch.randn(p.shape, generator=g))
     method = build_method(_config(name))
     before = {k: v.clone() for k, v in original.state_dict().items()}
-    x_adv = method.attack(target, original, x, y, AttackSettings(), torch.Generator().manual_seed(0))
+    x_adv = method.attack(target, original, x, y, AttackSettings(), sample_seeds(0, range(len(x))))
     assert all(p.grad is None for p in target.parameters())  # the attack leaves no parameter gradients
     optimizer = torch.optim.SGD(target.clip.visual.parameters(), lr=1e-3)
     loss = method.losses(target, original, x, x_adv, y)["total"]

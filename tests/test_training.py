@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +47,8 @@ def _outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
 def test_train_end_to_end(data_root: Path, tmp_path: Path, method: str, recipe: str) -> None:
     out = tmp_path / "run"
     assert main(_argv(data_root, out, "--method", method, "--recipe", recipe, "--max-steps", "2")) == 0
-    for name in ("last.safetensors", "train_state.pt", "config.yaml", "log.jsonl", "prompts.json", "tb"):
+    for name in ("last.safetensors", "config.yaml", "log.jsonl", "prompts.json", "tb", "checkpoints/step-000002/"
+                 "weights.safetensors", "checkpoints/step-000002/state.pt", "checkpoints/step-000002/manifest.json"):
         assert (out / name).exists(), name
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["method"] == method and saved["recipe"] == recipe and saved["logit_scale"] == \
@@ -78,7 +77,7 @@ def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_pat
     assert main(_argv(data_root, tmp_path / "full", *common)) == 0
     assert main(_argv(data_root, tmp_path / "cut", *common, "--max-steps", "4")) == 0
     assert read_metadata(tmp_path / "cut" / "last.safetensors")["step"] == "4"
-    assert main(_argv(data_root, tmp_path / "cut", *common, "--resume")) == 0
+    assert main(_argv(data_root, tmp_path / "cut", *common, "--resume", "--max-steps", "none")) == 0
     from safetensors.torch import load_file
     full, cut = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(tmp_path / "cut" /
                                                                                        "last.safetensors"))
@@ -92,7 +91,7 @@ def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_pat
     # resuming with another setting is refused, naming it
     with pytest.raises(PmgaftError, match="lr"):
         train(resolve_config({**yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text()), "lr": 0.5,
-                              "resume": True}))
+                              "resume": True, "out_dir": str(tmp_path / "cut")}))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -121,9 +120,11 @@ def test_bad_input_fails_before_any_work(data_root: Path, tmp_path: Path, capsys
         assert main(_argv(data_root, tmp_path / "x", *extra)) == 2
         assert message in capsys.readouterr().err
     for extra in (("--method", "pmgaft"), ("--recipe", "offical")):
-        with pytest.raises(SystemExit) as exit_info:
-            main(_argv(data_root, tmp_path / "x", *extra))
-        assert exit_info.value.code == 2
+        try:
+            status = main(_argv(data_root, tmp_path / "x", *extra))
+        except SystemExit as exit_info:  # argparse's own exit (or a status, where the CLI catches it)
+            status = exit_info.code
+        assert status == 2
         assert "invalid choice" in capsys.readouterr().err
     config = tmp_path / "c.yaml"
     config.write_text("method: tecoa\nbatchsize: 8\n")
@@ -159,18 +160,6 @@ def test_schedule_and_batch_plan() -> None:
     step = [sum(p.micro_batches(1), []) for p in plans]
     assert len(step[0]) == len(step[1]) == 4 and not set(step[0]) & set(step[1])
     assert plans[0].micro_batches(1) == plans[0].micro_batches(1)  # a pure function of (seed, step)
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_two_process_gloo_run(data_root: Path, tmp_path: Path) -> None:
-    """torchrun-style launch on CPU: 2 processes, DDP on the image tower, rank 0 writes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = _argv(data_root, tmp_path / "ddp", "--method", "pmg_aft", "--max-steps", "2", "--grad-accum", "2")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "pmgaft", *argv]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert read_metadata(tmp_path / "ddp" / "last.safetensors")["step"] == "2"
 
 
 @pytest.mark.parametrize("values, message", [

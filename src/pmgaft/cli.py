@@ -2,6 +2,10 @@
 
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily
 so ``pmgaft --help`` stays fast and the library never imports the CLI.
+
+Exit statuses shared by every command: 0 success, 2 bad input (a one-paragraph message, no traceback), 130 an
+interrupt the command did not handle itself. ``pmgaft train`` adds 75: stopped on SIGTERM/SIGINT after writing
+a checkpoint (see ``pmgaft train --help``).
 """
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ import sys
 from typing import Sequence
 
 from pmgaft.errors import PmgaftError
+
+# how to continue each command after an interrupt (KeyboardInterrupt below)
+RESUME_HINTS = {"train": "pmgaft train --out-dir RUN --resume", "eval": "the same command with --skip-existing",
+                "reproduce": "the same command", "quickstart": "the same command"}
 
 # CLI name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pmgaft {name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pmgaft {name}: interrupted (finished results and checkpoints are kept; re-run to resume)",
-              file=sys.stderr)
+        hint = f"; continue with: {RESUME_HINTS[name]}" if name in RESUME_HINTS else ""
+        print(f"pmgaft {name}: interrupted (finished results and checkpoints are kept{hint})", file=sys.stderr)
         return 130
 
 

@@ -2,8 +2,11 @@
 
 A method is a small object with two calls, both on [0, 1] images ``x [B, 3, H, W]`` and labels ``y [B]``:
 
-* ``attack(target, original, x, y, settings, generator) -> x_adv`` -- the train-time adversary. The default is
+* ``attack(target, original, x, y, settings, seeds) -> x_adv`` -- the train-time adversary. The default is
   the paper's: PGD-2, eps = step = 1/255, L-inf, uniform random start, CE on the target's zero-shot logits.
+  ``seeds [B]`` gives each image its own random start (:func:`pmgaft.attacks.pgd.sample_seeds`; training keys
+  them by seed, step and dataset position), so the adversary does not depend on how a batch is split across
+  micro-batches or processes; None draws the batch's starts from a fixed seed.
   The target is attacked in the mode the loop holds it in (train mode): CLIP's ViT has no dropout and no
   batch norm, so train and eval mode compute the same function and the choice does not matter.
   ``settings.reduction`` picks the attack's arithmetic: "sum" (pmgaft's, per-sample gradients) or "mean" (the
@@ -51,9 +54,9 @@ class Method:
         return cls()
 
     def attack(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
-               y: torch.Tensor, settings: AttackSettings, generator: torch.Generator | None = None) -> torch.Tensor:
+               y: torch.Tensor, settings: AttackSettings, seeds: torch.Tensor | None = None) -> torch.Tensor:
         return pgd(target, x, y, eps=settings.eps, step_size=settings.step_size, steps=settings.steps, loss="ce",
-                   random_start=settings.random_start, generator=generator, reduction=settings.reduction)
+                   random_start=settings.random_start, sample_seeds=seeds, reduction=settings.reduction)
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

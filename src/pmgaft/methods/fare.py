@@ -21,13 +21,13 @@ class Fare(Method):
     defaults = {"optimizer": "adamw", "lr": 1e-5, "weight_decay": 1e-4}
 
     def attack(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
-               y: torch.Tensor, settings: AttackSettings, generator: torch.Generator | None = None) -> torch.Tensor:
+               y: torch.Tensor, settings: AttackSettings, seeds: torch.Tensor | None = None) -> torch.Tensor:
         assert original is not None, "fare needs the original model"
         with torch.no_grad():
             clean = original.image_features(x, normalize=False)  # [B, D]
         return pgd(lambda images: target.image_features(images, normalize=False), x, clean, eps=settings.eps,
                    step_size=settings.step_size, steps=settings.steps, loss="l2",
-                   random_start=settings.random_start, generator=generator, reduction=settings.reduction)
+                   random_start=settings.random_start, sample_seeds=seeds, reduction=settings.reduction)
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ class FtClean(Method):
     name = "ft_clean"
 
     def attack(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
-               y: torch.Tensor, settings: AttackSettings, generator: torch.Generator | None = None) -> torch.Tensor:
+               y: torch.Tensor, settings: AttackSettings, seeds: torch.Tensor | None = None) -> torch.Tensor:
         return x.detach()
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,

@@ -8,13 +8,18 @@ Examples::
     pmgaft train --method pmg_aft --recipe paper --data-root data --out-dir runs/pmg_aft
     pmgaft train --config configs/pmg_aft.yaml --micro-batch 64          # batch 256 on a small GPU
     pmgaft train --config configs/tiny/pmg_aft.yaml --max-steps 20      # CPU smoke run
-    torchrun --nproc_per_node 4 -m pmgaft train --config configs/pmg_aft.yaml
+    pmgaft train --out-dir runs/pmg_aft --resume                        # continue it: nothing else needed
+    torchrun --nproc_per_node 4 -m pmgaft train --config configs/pmg_aft.yaml   # see docs/distributed.md
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 from pmgaft.attacks.pgd import REDUCTIONS as ATTACK_REDUCTIONS
 from pmgaft.data.transforms import PRESETS as TRANSFORMS
@@ -80,17 +85,36 @@ _HELP = {
                         "underflow at large batch, as theirs did)",
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
     "device": "auto, cpu, cuda or cuda:N",
-    "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all)",
+    "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
+                 "'none' lifts a limit the run was started with, on --resume)",
     "num_workers": "data-loading worker processes",
     "log_every": "optimizer steps between log lines",
     "eval_every": "optimizer steps between validations (default: once per epoch)",
     "save_every": "optimizer steps between checkpoints (default: once per epoch)",
     "val_batch_size": "validation batch size (default: the per-process micro-batch size)",
     "progress": "show a progress bar",
-    "resume": "continue the run in out_dir from its last checkpoint",
+    "resume": "continue the run in --out-dir from its newest complete checkpoint, with its own config.yaml (flags "
+              "given with it must agree, except run-control ones, which are logged; no checkpoint: step 0)",
+    "allow_change": "with --resume: comma-separated settings that may differ from the checkpoint's (e.g. lr,epochs); "
+                    "each change is logged",
     "trust_checkpoint": "allow a --pretrained pickle that needs more than torch.load(weights_only=True): it can "
                         "execute code, so only for files you trust",
+    "skip_nonfinite": "batches with a NaN/inf loss or gradient to skip (no update, logged) before training stops "
+                      "on one",
+    "keep_checkpoints": "newest step checkpoints kept under RUN/checkpoints/ (the best one is always kept)",
+    "dist_timeout": "seconds a rank waits for the others in a collective (torchrun) before the run stops with an "
+                    "error naming the missing rank; must exceed rank 0's validation and checkpoint time",
 }
+
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on SIGTERM/SIGINT with a checkpoint; resume (a SLURM script may requeue)
+EPILOG = f"""\
+exit status: 0 done; 2 bad input, a numerical fault (NaN/inf; the last good checkpoint is kept) or a failed rank;
+{EXIT_STOPPED} stopped by SIGTERM/SIGINT at a step boundary after writing a checkpoint (EX_TEMPFAIL: resume with
+--resume; a SLURM script can requeue on it); 130/143 stopped at once by a second SIGINT/SIGTERM.
+
+run directory: config.yaml, checkpoints/step-NNNNNN/ (weights.safetensors, state.pt, manifest.json; each
+committed atomically), last.safetensors and best.safetensors (the newest and the selected weights), log.jsonl,
+tb/, prompts.json, summary.json."""
 
 
 def _help_for(name: str, default: typing.Any) -> str:
@@ -103,19 +127,23 @@ def _help_for(name: str, default: typing.Any) -> str:
     return text.replace("%", "%%")
 
 
-def _parse_optional_str(text: str) -> str | None:
-    return None if text.lower() in ("none", "null") else text
+def _optional(kind: type):
+    """A flag type for an optional key: 'none' / 'null' give None (e.g. ``--max-steps none`` on a resume)."""
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 def _flag_type(name: str, hint: typing.Any):
     if name == "logit_scale":
         return parse_logit_scale
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    kind = args[0]
-    return _parse_optional_str if kind is str and type(None) in typing.get_args(hint) else kind
+    return _optional(args[0]) if type(None) in typing.get_args(hint) else args[0]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter  # exit statuses, run dir
     parser.add_argument("--config", help="YAML file of config keys (see configs/); flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
@@ -129,11 +157,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 choices=_CHOICES.get(f.name), default=argparse.SUPPRESS, help=help_text)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pmgaft.training.config import resolve_config
-    from pmgaft.training.loop import train
+def resume_command(run_dir: Path) -> str:
+    """The command that continues ``run_dir`` (under torchrun, with the same number of processes)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node {world} -m pmgaft" if world > 1 else "pmgaft"
+    return f"{launcher} train --out-dir {shlex.quote(str(run_dir))} --resume"
 
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    out = train(resolve_config(overrides, args.config))
-    print(f"pmgaft train: checkpoints in {out} (last.safetensors, best.safetensors, config.yaml, log.jsonl)")
+
+def run(args: argparse.Namespace) -> int:
+    from pmgaft.training import TrainingStopped, latest_checkpoint, resolve_config, resume_config, train
+
+    given = {k: v for k, v in vars(args).items() if k != "config"}
+    config = resume_config(given, args.config) if given.get("resume") else resolve_config(given, args.config)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    try:
+        out = train(config)
+    except TrainingStopped as stop:
+        if rank0:
+            print(f"pmgaft train: stopped by {stop.signal_name} after step {stop.step}; its checkpoint is "
+                  f"committed. Resume with:\n  {resume_command(stop.run)}", file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt as err:  # a second signal: stopped at once
+        run_dir = config.resolved_out_dir()
+        kept = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+        if rank0:
+            print(f"pmgaft train: stopped at once by a second {err or 'SIGINT'}; steps after the last checkpoint "
+                  f"(step {kept.step if kept else 0}) are lost. Resume with:\n  {resume_command(run_dir)}",
+                  file=sys.stderr)
+        return 143 if str(err) == "SIGTERM" else 130
+    if rank0:
+        print(f"pmgaft train: checkpoints in {out} (last.safetensors, best.safetensors, checkpoints/, config.yaml, "
+              f"log.jsonl)")
     return 0

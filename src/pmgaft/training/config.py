@@ -2,12 +2,14 @@
 
 ε and the attack step are in 1/255 units here (as users speak them); :meth:`TrainConfig.attack_settings`
 converts once. Keys in :data:`RUN_CONTROL` steer the run but not the result (device, workers, logging, when to
-stop); every other key must match when a run is resumed.
+stop, how a batch is split into micro-batches); every other key must match when a run is resumed, unless it is
+named in ``allow_change``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,9 +29,11 @@ from pmgaft.utils import did_you_mean, lookup, resolve_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
+# Keys that steer a run but not its result. grad_accum / micro_batch only change how each global batch is split
+# (the same gradient up to float summation order), so a run can resume on another number of GPUs.
 RUN_CONTROL = frozenset({"out_dir", "data_root", "device", "max_steps", "num_workers", "log_every", "eval_every",
-                         "save_every", "resume", "progress", "val_batch_size",
-                         "trust_checkpoint"})
+                         "save_every", "resume", "progress", "val_batch_size", "trust_checkpoint", "grad_accum",
+                         "micro_batch", "skip_nonfinite", "keep_checkpoints", "dist_timeout", "allow_change"})
 
 
 @dataclass
@@ -88,7 +92,11 @@ class TrainConfig:
     val_batch_size: int | None = None
     progress: bool = True
     resume: bool = False
+    allow_change: str | None = None  # comma-separated result keys a --resume may change (logged)
     trust_checkpoint: bool = False
+    skip_nonfinite: int = 0  # batches with a non-finite loss or gradient skipped (no update) before stopping
+    keep_checkpoints: int = 2  # newest step checkpoints kept (the best one is kept as well)
+    dist_timeout: float = 600.0  # seconds a collective may wait for the other ranks (torchrun)
 
     def attack_settings(self) -> AttackSettings:
         return AttackSettings(eps=self.eps / 255, step_size=self.step_size / 255, steps=self.attack_steps,
@@ -103,6 +111,10 @@ class TrainConfig:
 
     def resolved_out_dir(self) -> Path:
         return Path(self.out_dir or f"runs/{self.method}-{self.recipe}")
+
+    def allowed_changes(self) -> set[str]:
+        """The result keys ``allow_change`` names."""
+        return {k.strip() for k in (self.allow_change or "").split(",") if k.strip()}
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
@@ -122,8 +134,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise PmgaftError(f"config file {str(path)!r} does not exist (see configs/ for examples).")
     try:
         values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise PmgaftError(f"config file {path} is not valid YAML: {err}") from None
+    except yaml.YAMLError as err:  # one line: where and what, not PyYAML's multi-line excerpt
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise PmgaftError(f"config file {path} is not valid YAML{where}: {problem} (see configs/ for examples).") \
+            from None
     if not isinstance(values, dict):
         raise PmgaftError(f"config file {path} must hold a mapping of keys, got {type(values).__name__}.")
     check_keys(values, str(path))
@@ -199,8 +215,13 @@ def validate(config: TrainConfig) -> None:
                                               and config.logit_scale > 0):
         raise PmgaftError(f"logit_scale must be 'model' or a positive number (1 = raw cosine), "
                           f"got {config.logit_scale!r}.")
+    for f in fields(TrainConfig):  # NaN and inf slip through every comparison below
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PmgaftError(f"config key {f.name!r} must be a finite number, got {value}.")
     positive = {"batch_size": config.batch_size, "epochs": config.epochs, "lr": config.lr,
-                "log_every": config.log_every}
+                "log_every": config.log_every, "keep_checkpoints": config.keep_checkpoints,
+                "dist_timeout": config.dist_timeout}
     for key, value in positive.items():
         if not value > 0:
             raise PmgaftError(f"{key} must be > 0, got {value}.")
@@ -208,10 +229,12 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, key)
         if value is not None and value <= 0:
             raise PmgaftError(f"{key} must be > 0 when given, got {value}.")
-    for key in ("momentum", "weight_decay", "num_workers"):
+    for key in ("momentum", "weight_decay", "num_workers", "skip_nonfinite"):
         value = getattr(config, key)
         if value is not None and value < 0:
             raise PmgaftError(f"{key} must be >= 0, got {value}.")
+    if config.momentum >= 1:
+        raise PmgaftError(f"momentum must be < 1 (SGD diverges at >= 1; paper: 0.9), got {config.momentum}.")
     if config.eps < 0 or config.step_size < 0 or config.attack_steps < 0 or config.val_attack_steps < 0:
         raise PmgaftError("eps, step_size (in 1/255 units), attack_steps and val_attack_steps must be >= 0.")
     if config.eps > 255 or config.step_size > 255:
@@ -221,9 +244,26 @@ def validate(config: TrainConfig) -> None:
         raise PmgaftError("warmup_steps must be >= 0, val_fraction in [0, 1), val_size >= 0.")
     if config.grad_accum is not None and config.micro_batch is not None:
         raise PmgaftError("give either grad_accum or micro_batch, not both.")
+    unknown = config.allowed_changes() - set(FIELD_NAMES)
+    control = config.allowed_changes() & RUN_CONTROL
+    if unknown or control:
+        key = sorted(unknown or control)[0]
+        raise PmgaftError(f"allow_change names {key!r}, which is " + (
+            f"not a config key.{did_you_mean(key, [k for k in FIELD_NAMES if k not in RUN_CONTROL])}" if unknown
+            else "a run-control key: it may change on --resume without being allowed."))
     resolve_device(config.device)  # malformed or unavailable: a PmgaftError before any work
     build_method(config)  # the method's own argument checks (alpha, beta, KL settings)
 
 
+# not written to a run's config.yaml: the folder holding it is the run (a copied folder resumes in place), and
+# resume / allow_change are one-time requests
+_NOT_SAVED = ("out_dir", "resume", "allow_change")
+
+
+def saved_values(config: TrainConfig) -> dict[str, Any]:
+    """The settings a run records (``config.yaml``, checkpoint state): every key but :data:`_NOT_SAVED`."""
+    return {k: v for k, v in config.to_dict().items() if k not in _NOT_SAVED}
+
+
 def config_to_yaml(config: TrainConfig) -> str:
-    return yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False)
+    return yaml.safe_dump(json.loads(json.dumps(saved_values(config))), sort_keys=False)

@@ -4,11 +4,14 @@ The data order is a pure function of (seed, epoch): step ``s`` of the run reads 
 ``perm(epoch)[pos * B : (pos + 1) * B]`` with ``epoch, pos = divmod(s, steps_per_epoch)``; process ``r`` of
 ``W`` takes its contiguous shard of that global batch (what a ``DistributedSampler`` with a per-epoch seed
 gives, but indexable by step) and splits it into ``grad_accum`` micro-batches. Resuming at step ``s`` therefore
-replays exactly the batches an uninterrupted run would have read. Incomplete last batches are dropped.
+replays exactly the batches an uninterrupted run would have read, under any number of processes (the global
+batch of a step does not depend on it). Incomplete last batches are dropped. Every micro-batch carries the
+dataset positions of its images, which key their train-time attack's random starts.
 (With ``augment`` the random crops come from the loader workers' RNG and are not replayed bit-exactly.)
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -98,9 +101,44 @@ class PlanSampler:
         return (self.end - self.start) * self.plan.grad_accum
 
 
-def plan_loader(dataset: Dataset, plan: BatchPlan, start: int, end: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=PlanSampler(plan, start, end), num_workers=num_workers,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+class WithPositions(Dataset):
+    """``dataset`` whose items are ``(image, label, position)``: the loader batches the positions as well."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        x, y = self.dataset[index]
+        return x, y, index
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary (a worker that
+    died on the terminal's Ctrl-C would break the step in progress); they exit when it does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+MicroBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images [m, 3, H, W], labels [m], positions [m]
+
+
+def plan_steps(dataset: Dataset, plan: BatchPlan, start: int, end: int, num_workers: int
+               ) -> Iterator[tuple[int, list[MicroBatch]]]:
+    """``(step, micro-batches)`` for the optimizer steps ``start + 1 .. end`` (step s reads batch s - 1)."""
+    loader = DataLoader(WithPositions(dataset), batch_sampler=PlanSampler(plan, start, end),
+                        num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                        worker_init_fn=_ignore_stop_signals if num_workers else None)
+    micro: list[MicroBatch] = []
+    step = start
+    for batch in loader:
+        micro.append(tuple(batch))
+        if len(micro) == plan.grad_accum:
+            step += 1
+            yield step, micro
+            micro = []
 
 
 def resolve_grad_accum(config: TrainConfig, world: int) -> int:
