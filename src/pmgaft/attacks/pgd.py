@@ -87,15 +87,29 @@ def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generat
     if seeds is not None:
         if len(seeds) != len(x):
             raise PmgaftError(f"sample_seeds has {len(seeds)} entries for a batch of {len(x)} images.")
-        starts = [random_init(x[i:i + 1].cpu(), eps, norm, torch.Generator().manual_seed(int(s)))
-                  for i, s in enumerate(seeds.tolist())]
-        return torch.cat(starts).to(x.device) if starts else torch.zeros_like(x)
+        return _per_sample_init(x, eps, norm, seeds).to(x.device)
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         return (2 * u - 1) * eps
     d = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device=x.device)
     return d / _per_sample_norm(d) * r * eps
+
+
+def _per_sample_init(x: torch.Tensor, eps: float, norm: str, seeds: torch.Tensor) -> torch.Tensor:
+    """``random_init`` with each sample drawn on the CPU from its own generator, into one preallocated buffer."""
+    noise = torch.empty(x.shape, dtype=torch.float32)
+    radius = torch.empty(len(x), dtype=torch.float32)
+    for i, seed in enumerate(seeds.tolist()):
+        g = torch.Generator().manual_seed(int(seed))
+        if norm == "linf":
+            torch.rand(x.shape[1:], generator=g, out=noise[i])
+        else:
+            torch.randn(x.shape[1:], generator=g, out=noise[i])
+            radius[i] = torch.rand((), generator=g)
+    if norm == "linf":
+        return noise.mul_(2).sub_(1).mul_(eps)
+    return noise / _per_sample_norm(noise) * radius.view(-1, *([1] * (x.dim() - 1))) * eps
 
 
 def initial_delta(x: torch.Tensor, eps: float, norm: str, *, random_start: bool = True,
