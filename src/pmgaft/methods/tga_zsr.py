@@ -25,7 +25,7 @@ from pmgaft.models import ZeroShotClassifier
 class TgaZsr(Method):
     name = "tga_zsr"
     needs_original = True
-    defaults = {"lr": 1e-4}
+    defaults = {"lr": 1e-4, "batch_size": 128}  # its paper and code: SGD lr 1e-4 at batch 128
     paper_weights: ClassVar[tuple[float, float]] = (0.08, 0.05)  # (alpha, beta) of its paper
 
     def __init__(self, alpha: float = 0.08, beta: float = 0.05) -> None:
