@@ -17,7 +17,7 @@ from torch import nn
 
 from pmgaft.attacks import ATTACKS, AttackSpec, pgd_stream, sample_seeds
 from pmgaft.data import DecodedImages
-from pmgaft.evaluation.distributed import Ranks, gather
+from pmgaft.evaluation.distributed import Dist, gather
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.evaluation.results import Cell
 
@@ -65,7 +65,7 @@ def _merge(parts: list[dict[int, tuple]], order: list[int]) -> list[tuple]:
     return [merged[p] for p in order]
 
 
-def clean_pass(shard: Shard, ranks: Ranks, progress: Progress | None = None) -> dict[str, list]:
+def clean_pass(shard: Shard, ranks: Dist, progress: Progress | None = None) -> dict[str, list]:
     """``{"indices", "labels", "clean_pred", "clean_correct"}`` over the whole subset, in dataset order."""
     mine: dict[int, tuple] = {}
     with torch.no_grad():
@@ -88,7 +88,7 @@ def scoring_for(spec: AttackSpec, protocol: Protocol) -> str:
     return protocol.scoring if protocol.scoring in spec.scorings else spec.scorings[0]
 
 
-def attack_cell(shard: Shard, cell: Cell, clean: dict[str, list], protocol: Protocol, ranks: Ranks, *,
+def attack_cell(shard: Shard, cell: Cell, clean: dict[str, list], protocol: Protocol, ranks: Dist, *,
                 early_exit: bool, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, list]]:
     """Run ``cell`` on this rank's share; returns (the card's attack fields, the per-sample lists), both complete
     on every rank after the gather."""

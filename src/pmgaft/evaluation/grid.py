@@ -25,7 +25,8 @@ from pmgaft.attacks import ATTACKS
 from pmgaft.data import build_decoded, describe_transform, load_dataset, stratified_subset
 from pmgaft.data import DATASETS as DATA_SPECS
 from pmgaft.errors import PmgaftError
-from pmgaft.evaluation.distributed import DEFAULT_TIMEOUT_S, Ranks, barrier, broadcast, gather, join, leave
+from pmgaft.evaluation.distributed import (DEFAULT_TIMEOUT_S, Dist, barrier, broadcast, gather,
+                                          init_distributed, shutdown)
 from pmgaft.evaluation.engine import AUTOCAST, Autocast, Shard, attack_cell, clean_pass, scoring_for
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.preflight import preflight
@@ -136,7 +137,7 @@ def _base_card(cell: Cell, cfg: GridConfig, model_info: dict[str, Any], fp: str 
 class _Writer:
     """Writes cards (rank 0 only) and tells the log."""
 
-    def __init__(self, cfg: GridConfig, ranks: Ranks, device: torch.device, log: Log) -> None:
+    def __init__(self, cfg: GridConfig, ranks: Dist, device: torch.device, log: Log) -> None:
         self.cfg, self.ranks, self.device, self.log = cfg, ranks, device, log
 
     def run(self, t0: float) -> dict[str, Any]:
@@ -170,7 +171,7 @@ class _Writer:
         return {**card, "_path": str(cell.path(self.cfg.out))}
 
 
-def _agree(ranks: Ranks, err: BaseException | None) -> BaseException | None:
+def _agree(ranks: Dist, err: BaseException | None) -> BaseException | None:
     """Every rank's outcome of a step: the first error any rank hit (so all ranks take the same path)."""
     if not ranks.enabled:
         return err
@@ -196,9 +197,7 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
         raise PmgaftError(f"--precision {cfg.precision} (autocast) is for CUDA only; on the CPU use fp32.")
     missing = preflight(models, cfg.protocol, out=cfg.out, data_root=cfg.data_root, download=cfg.download,
                         trust_checkpoint=cfg.trust_checkpoint, allow_missing=cfg.allow_missing)
-    ranks = join(device, cfg.dist_timeout_s)
-    if ranks.enabled and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", ranks.local_rank)
+    ranks, device = init_distributed(device, cfg.dist_timeout_s)
     writer = _Writer(cfg, ranks, device, log)
     cards: list[dict[str, Any]] = []
     try:
@@ -206,11 +205,11 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
             cards += _run_model(spec, cfg, ranks, writer, missing, device)
         barrier(ranks)
     finally:
-        leave(ranks)
+        shutdown(ranks)
     return cards
 
 
-def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Ranks, writer: _Writer, missing: dict[str, str],
+def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, missing: dict[str, str],
                device: torch.device) -> list[dict[str, Any]]:
     t0 = time.time()
     model_info: dict[str, Any] = {"label": spec.label, "name": spec.name, "pretrained": spec.pretrained}
@@ -259,7 +258,7 @@ class _Prepared:
     clean: dict[str, list]
 
 
-def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], cfg: GridConfig, ranks: Ranks,
+def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], cfg: GridConfig, ranks: Dist,
              device: torch.device, bar: tqdm) -> _Prepared:
     p = cfg.protocol
     split = p.split_for(dataset_name)
@@ -309,7 +308,7 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
 
 
 def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any], todo: list[Cell],
-                 fps: dict[Cell, str], cfg: GridConfig, ranks: Ranks, writer: _Writer,
+                 fps: dict[Cell, str], cfg: GridConfig, ranks: Dist, writer: _Writer,
                  device: torch.device) -> list[dict[str, Any]]:
     label, dataset = todo[0].model, todo[0].dataset
     bar = tqdm(desc=f"{label} / {dataset}", unit="img", disable=not (cfg.progress and ranks.main), leave=False)
