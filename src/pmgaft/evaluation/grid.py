@@ -256,6 +256,7 @@ class _Prepared:
     info: dict[str, Any]
     prompts: dict[str, Any]
     clean: dict[str, list]
+    timing: dict[str, float]  # seconds spent decoding (0 when cached) and in the clean pass, on this rank
 
 
 def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], cfg: GridConfig, ranks: Dist,
@@ -274,9 +275,11 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
         model = torch.compile(model, backend=cfg.compile, dynamic=True)
     n = p.samples_for(dataset_name)
     indices = stratified_subset(ds, n, seed=p.seed) if n is not None else list(range(len(ds)))
+    t0 = time.perf_counter()
     decoded = build_decoded(ds, ranks.share(indices), storage=cfg.decoded_storage, num_workers=cfg.workers,
                             skip_corrupt=cfg.skip_corrupt, progress=cfg.progress and ranks.main,
                             max_listed=MAX_LISTED_CORRUPT)
+    t1 = time.perf_counter()
     reports = gather(decoded.report.to_dict(), ranks)
     n_skipped = sum(r["n_skipped"] for r in reports)
     info = {"name": dataset_name, "split": split, "n": len(indices) - n_skipped, "n_total": len(ds),
@@ -298,13 +301,14 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     cached = broadcast(cached, ranks)
     if cached is not None:
         bar.update(len(decoded))
-        return _Prepared(shard, info, prompts.to_dict(), cached)
+        return _Prepared(shard, info, prompts.to_dict(), cached, {"decode_s": round(t1 - t0, 3), "clean_pass_s": 0.0})
     clean = clean_pass(shard, ranks, progress=bar.update)
+    timing = {"decode_s": round(t1 - t0, 3), "clean_pass_s": round(time.perf_counter() - t1, 3)}
     if ranks.main:
         acc = sum(clean["clean_correct"]) / max(len(clean["indices"]), 1)
         write_card(cpath, {"schema": CLEAN_SCHEMA, "fingerprint": clean_key, "clean_accuracy": acc,
                            "dataset": info}, clean)
-    return _Prepared(shard, info, prompts.to_dict(), clean)
+    return _Prepared(shard, info, prompts.to_dict(), clean, timing)
 
 
 def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any], todo: list[Cell],
@@ -341,7 +345,7 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
         n = len(prep.clean["indices"])
         card.update(dataset=prep.info, prompts=prep.prompts, **fields, n=n, clean_correct=clean_ok,
                     clean_accuracy=clean_ok / max(n, 1), samples=samples_path(cell.path(cfg.out)).name,
-                    run=writer.run(t1))
+                    run={**writer.run(t1), "dataset": prep.timing})
         cards.append(writer.card(cell, card, samples))
     bar.close()
     return cards
