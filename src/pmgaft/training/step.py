@@ -37,6 +37,12 @@ def _autocast(ctx: StepContext) -> contextlib.AbstractContextManager:
     return torch.autocast(ctx.device.type, dtype=ctx.autocast_dtype)
 
 
+def attack_generator(ctx: StepContext, step: int, micro_batch: int) -> torch.Generator:
+    """The train-time attack's random start generator for (seed, step, rank, micro-batch)."""
+    return torch.Generator(device=ctx.device).manual_seed(
+        hash((ctx.seed, step, ctx.dist.rank, micro_batch)) & 0x7FFF_FFFF_FFFF)
+
+
 def train_step(ctx: StepContext, step: int, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
                ) -> dict[str, float]:
     """Run optimizer step ``step`` on this process's micro-batches; returns the batch's loss terms."""
@@ -48,8 +54,7 @@ def train_step(ctx: StepContext, step: int, micro_batches: Sequence[tuple[torch.
         weight = len(y) / local  # batch-mean losses: micro-batch means weighted into the batch mean
 
         # 1. the train-time adversary, seeded by (seed, step, rank, micro-batch): replayed exactly on resume
-        generator = torch.Generator(device=ctx.device).manual_seed(
-            hash((ctx.seed, step, ctx.dist.rank, i)) & 0x7FFF_FFFF_FFFF)
+        generator = attack_generator(ctx, step, i)
         with _autocast(ctx):
             x_adv = ctx.method.attack(ctx.target, ctx.original, x, y, ctx.attack, generator)  # no param grads
 
