@@ -11,7 +11,7 @@ import torch
 
 from pmgaft.bench import (FORWARD_EQUIVALENTS, VARIANTS, apply_variants, counted_forward_flops,
                           forward_equivalents, per_image_costs, released_pmg_aft_step, vit_forward_flops)
-from pmgaft.bench.harness import build_harness
+from pmgaft.bench.harness import TEMPLATE, build_harness
 from pmgaft.bench.timing import PeakMemory
 from pmgaft.bench.train import TRAINABLE, build_step_context
 from pmgaft.cli import main
@@ -103,7 +103,7 @@ def _pmg_contexts(random_start: bool):
         ctx.attack = AttackSettings(eps=8 / 255, step_size=2 / 255, steps=2, random_start=random_start)
         ctx.optimizer.param_groups[0]["lr"] = 0.1  # a visible update
     x, y = harness.batch(3, seed=5)
-    tokens = harness.loaded.tokenizer([f"This is a photo of a {c}" for c in harness.classnames])
+    tokens = harness.loaded.tokenizer([TEMPLATE.format(c) for c in harness.classnames])
     return ours, ref, x, y, tokens
 
 

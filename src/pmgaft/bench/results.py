@@ -5,6 +5,8 @@ Per measurement (a key of ``"measurements"`` in the JSON, e.g. ``"train:pmg_aft"
 
 * ``step_seconds`` -- median seconds of one step (a training step, a PGD-k batch, a clean batch, one batch of
   decoded images); ``samples`` every timed repeat, ``warmup_seconds`` the warm-up calls (compile time lands here);
+* ``cpu_seconds`` -- median CPU seconds of this process per step (all threads): on a loaded machine, where
+  wall time inflates, compare this, preferably at ``--threads 1``;
 * ``images_per_s`` = batch / step_seconds;
 * ``forward_equivalents`` per image (:mod:`pmgaft.bench.flops`), ``useful_flops`` per step = that x batch x the
   tower's forward FLOPs, ``achieved_flops_per_s`` = useful / step_seconds, ``mfu`` = achieved / the GEMM peak
@@ -31,6 +33,8 @@ class Measurement:
     step_seconds: float
     samples: list[float]
     warmup_seconds: list[float]
+    cpu_seconds: float
+    cpu_samples: list[float]
     images_per_s: float
     method: str | None = None
     forward_equivalents: int | None = None
@@ -55,7 +59,7 @@ def measurement(kind: str, timing: Timing, *, batch_size: int, setup_bytes: int,
     """Derive a :class:`Measurement` from a timing; FLOP fields stay None without a forward-equivalent count."""
     seconds = timing.median
     m = Measurement(kind, batch_size, seconds, list(timing.samples), list(timing.warmup_seconds),
-                    batch_size / seconds, method, peak_memory_bytes=timing.peak_bytes,
+                    timing.cpu_median, list(timing.cpu_samples), batch_size / seconds, method, peak_memory_bytes=timing.peak_bytes,
                     memory_bytes=timing.peak_bytes - setup_bytes,
                     step_memory_bytes=timing.peak_bytes - timing.baseline_bytes, memory_reset=timing.memory_reset,
                     extra=extra)
@@ -73,11 +77,12 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(measurements: dict[str, Measurement]) -> str:
     """A fixed-width table of the measurements (one row each)."""
-    header = (f"{'measurement':<20} {'s/step':>9} {'images/s':>9} {'F/img':>6} {'GFLOP/step':>11} "
+    width = max([len("measurement"), *map(len, measurements)])
+    header = (f"{'measurement':<{width}} {'s/step':>9} {'cpu s':>9} {'images/s':>9} {'F/img':>6} {'GFLOP/step':>11} "
               f"{'GFLOP/s':>8} {'MFU':>6} {'peak MiB':>9} {'mem MiB':>8}")
     rows = [header, "-" * len(header)]
     for name, m in measurements.items():
-        rows.append(f"{name:<20} {m.step_seconds:>9.4g} {m.images_per_s:>9.4g} "
+        rows.append(f"{name:<{width}} {m.step_seconds:>9.4g} {m.cpu_seconds:>9.4g} {m.images_per_s:>9.4g} "
                     f"{_fmt(m.forward_equivalents, 'd'):>6} "
                     f"{_fmt(None if m.useful_flops is None else m.useful_flops / 1e9, '.4g'):>11} "
                     f"{_fmt(None if m.achieved_flops_per_s is None else m.achieved_flops_per_s / 1e9, '.4g'):>8} "

@@ -1,8 +1,9 @@
 """``run_bench(config) -> JSON document``: every measurement ``pmgaft bench`` makes, in one process.
 
 Order: the GEMM peak; per training method its real step (round-robin with the released-recipe reference for
-pmg_aft, so a change in machine load hits both alike); PGD-k and clean inference round-robin; data loading;
-the GEMM peak again (the higher of the two is the MFU denominator).
+pmg_aft and with the ``--variant`` patched step, so a change in machine load hits them alike); PGD-k and clean
+inference round-robin; data loading. The GEMM peak is measured again after each group; the highest is the MFU
+denominator (a busy machine lowers a single measurement).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import pmgaft
 from pmgaft.bench.decode import data_call
 from pmgaft.bench.flops import forward_equivalents, tower_forward_flops
-from pmgaft.bench.harness import Harness, build_harness
+from pmgaft.bench.harness import TEMPLATE, Harness, build_harness
 from pmgaft.bench.inference import clean_call, pgd_call
 from pmgaft.bench.peak import GemmPeak, measure_gemm_peak
 from pmgaft.bench.profile import profile_call
@@ -95,11 +96,16 @@ def _profile(config: BenchConfig, name: str, fn: Callable[[], object], device: t
     notes[name] = {"profile": str(path), "gemm_time_share": gemm_share}
 
 
+def _suffix(config: BenchConfig) -> str:
+    """The name suffix of the patched measurements: ``+fused_attention+patch_gemm``."""
+    return "".join(f"+{v}" for v in config.variants)
+
+
 def _train(config: BenchConfig, harness: Harness, tower_flops: int, out: dict[str, Measurement],
            notes: dict[str, Any]) -> None:
     device = harness.device
     x, y = harness.batch(config.batch_size)
-    tokens = harness.loaded.tokenizer([f"This is a photo of a {c}" for c in harness.classnames]).to(device)
+    tokens = harness.loaded.tokenizer([TEMPLATE.format(c) for c in harness.classnames]).to(device)
     for name in config.methods:
         gc.collect()
         setup_bytes = current_memory(device)
@@ -107,11 +113,12 @@ def _train(config: BenchConfig, harness: Harness, tower_flops: int, out: dict[st
         towers = [m.clip.visual for m in (ctx.target, ctx.original) if m is not None]
         ours = step_call(ctx, x, y)
         losses: dict[str, dict[str, float]] = {}
-
-        def run_ours() -> None:
-            with apply_variants(config.variants, towers, ctx):
-                losses[f"train:{name}"] = ours()
-        calls = {f"train:{name}": run_ours}
+        calls = {f"train:{name}": lambda: losses.__setitem__(f"train:{name}", ours())}
+        if config.variants:  # the patched step, round-robin with the unpatched one on the same models
+            def patched(key: str = f"train:{name}{_suffix(config)}") -> None:
+                with apply_variants(config.variants, towers, ctx):
+                    losses[key] = ours()
+            calls[f"train:{name}{_suffix(config)}"] = patched
         if name == "pmg_aft" and config.released and not config.compile:
             counter = iter(range(1 << 62))
             calls["released:pmg_aft"] = lambda: losses.__setitem__(
@@ -134,16 +141,19 @@ def _inference(config: BenchConfig, harness: Harness, tower_flops: int, out: dic
     setup_bytes = current_memory(device)
     model = harness.classifier()
     x, y = harness.batch(config.batch_size, seed=1)
-    calls: dict[str, Callable[[], object]] = {}
     fns = {"pgd": pgd_call(model, x, y, steps=config.steps, autocast_dtype=harness.autocast_dtype),
            "clean": clean_call(model, x, harness.autocast_dtype)}
+    calls: dict[str, Callable[[], object]] = {}
     for key in ("pgd", "clean"):
         if key in config.what:
-            calls[key] = lambda fn=fns[key]: _with_variants(config, model, fn)
+            calls[key] = fns[key]
+            if config.variants:
+                calls[key + _suffix(config)] = lambda fn=fns[key]: _with_variants(config, model, fn)
     for key, timing in time_interleaved(calls, device, warmup=config.warmup, repeats=config.repeats).items():
-        out[key] = measurement(key, timing, batch_size=config.batch_size, setup_bytes=setup_bytes,
+        kind = key.split("+")[0]
+        out[key] = measurement(kind, timing, batch_size=config.batch_size, setup_bytes=setup_bytes,
                                tower_flops=tower_flops, peak_flops_per_s=None,
-                               forward_equivalents=forward_equivalents(key, config.steps), steps=config.steps)
+                               forward_equivalents=forward_equivalents(kind, config.steps), steps=config.steps)
         _profile(config, key, calls[key], device, notes)
 
 
@@ -159,8 +169,9 @@ def _data(config: BenchConfig, device: torch.device, out: dict[str, Measurement]
                         images=config.data_images)
     timing: Timing = time_interleaved({"data": call}, torch.device("cpu"), warmup=1, repeats=config.repeats)["data"]
     batches = -(-n // config.batch_size)
-    per_batch = Timing([s / batches for s in timing.samples], timing.warmup_seconds, timing.peak_bytes,
-                       timing.baseline_bytes, timing.memory_reset)
+    per_batch = Timing([s / batches for s in timing.samples], timing.warmup_seconds,
+                       [s / batches for s in timing.cpu_samples], timing.peak_bytes, timing.baseline_bytes,
+                       timing.memory_reset)
     out["data"] = measurement("data", per_batch, batch_size=config.batch_size, setup_bytes=setup_bytes,
                               tower_flops=None, peak_flops_per_s=None, dataset=config.dataset, images=n,
                               workers=config.workers, seconds_per_image=timing.median / n)
@@ -190,9 +201,10 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
              f"forward/image ({counted_by}); GEMM peak {peaks[0].flops_per_s / 1e9:.1f} GFLOP/s")
         if "train" in config.what:
             _train(config, harness, flops, measurements, notes)
+            peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
         if "pgd" in config.what or "clean" in config.what:
             _inference(config, harness, flops, measurements, notes)
-        peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
+            peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
     if "data" in config.what:
         _data(config, device, measurements)
     peak = max(peaks, key=lambda p: p.flops_per_s) if peaks else None
@@ -213,14 +225,22 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
 
 
 def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
-    """Speed of our PMG-AFT step over the released recipe's arithmetic; PMG-AFT's memory over TeCoA's."""
+    """Our PMG-AFT step's speed-up over the released recipe's arithmetic; PMG-AFT's memory over TeCoA's.
+
+    For every variant suffix measured (``""`` = unpatched), e.g. ``pmg_aft+lean_memory_memory_vs_tecoa``.
+    """
     out: dict[str, float] = {}
-    ours, released = measurements.get("train:pmg_aft"), measurements.get("released:pmg_aft")
-    if ours is not None and released is not None:
-        out["pmg_aft_speedup_vs_released"] = released.step_seconds / ours.step_seconds
-        out["released_memory_vs_pmg_aft"] = released.memory_bytes / max(ours.memory_bytes, 1)
-    tecoa = measurements.get("train:tecoa")
-    if ours is not None and tecoa is not None:
-        out["pmg_aft_memory_vs_tecoa"] = ours.memory_bytes / max(tecoa.memory_bytes, 1)
-        out["pmg_aft_peak_memory_vs_tecoa"] = ours.peak_memory_bytes / max(tecoa.peak_memory_bytes, 1)
+    released = measurements.get("released:pmg_aft")
+    for key, ours in measurements.items():
+        if not key.startswith("train:pmg_aft"):
+            continue
+        suffix = key.removeprefix("train:pmg_aft")
+        if released is not None:
+            out[f"pmg_aft{suffix}_speedup_vs_released"] = released.step_seconds / ours.step_seconds
+        tecoa = measurements.get(f"train:tecoa{suffix}")
+        if tecoa is not None:
+            out[f"pmg_aft{suffix}_memory_vs_tecoa"] = ours.memory_bytes / max(tecoa.memory_bytes, 1)
+            out[f"pmg_aft{suffix}_peak_memory_vs_tecoa"] = ours.peak_memory_bytes / max(tecoa.peak_memory_bytes, 1)
+    if released is not None and "train:pmg_aft" in measurements:
+        out["released_memory_vs_pmg_aft"] = released.memory_bytes / max(measurements["train:pmg_aft"].memory_bytes, 1)
     return out

@@ -40,6 +40,7 @@ class Timing:
 
     samples: list[float] = field(default_factory=list)
     warmup_seconds: list[float] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)  # this process's CPU seconds (all threads) per call
     peak_bytes: int = 0
     baseline_bytes: int = 0
     memory_reset: bool = True
@@ -47,6 +48,10 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_samples)
 
 
 def _proc_kib(key: str) -> int | None:
@@ -116,14 +121,15 @@ def timed_call(fn: Callable[[], object], device: torch.device, timing: Timing, *
     """Run ``fn`` once, synchronized, and add its seconds (and, unless warm-up, its peak memory) to ``timing``."""
     with PeakMemory(device) as memory:
         synchronize(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     if warmup:
         timing.warmup_seconds.append(seconds)
         return
     timing.samples.append(seconds)
+    timing.cpu_samples.append(cpu_seconds)
     if memory.peak_bytes >= timing.peak_bytes:
         timing.peak_bytes, timing.baseline_bytes = memory.peak_bytes, memory.baseline_bytes
     timing.memory_reset = timing.memory_reset and memory.reset
