@@ -228,6 +228,7 @@ def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
     """Our PMG-AFT step's speed-up over the released recipe's arithmetic; PMG-AFT's memory over TeCoA's.
 
     For every variant suffix measured (``""`` = unpatched), e.g. ``pmg_aft+lean_memory_memory_vs_tecoa``.
+    ``..._cpu_speedup_...`` compares CPU seconds, which a busy machine disturbs less than wall time.
     """
     out: dict[str, float] = {}
     released = measurements.get("released:pmg_aft")
@@ -237,6 +238,7 @@ def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
         suffix = key.removeprefix("train:pmg_aft")
         if released is not None:
             out[f"pmg_aft{suffix}_speedup_vs_released"] = released.step_seconds / ours.step_seconds
+            out[f"pmg_aft{suffix}_cpu_speedup_vs_released"] = released.cpu_seconds / max(ours.cpu_seconds, 1e-9)
         tecoa = measurements.get(f"train:tecoa{suffix}")
         if tecoa is not None:
             out[f"pmg_aft{suffix}_memory_vs_tecoa"] = ours.memory_bytes / max(tecoa.memory_bytes, 1)

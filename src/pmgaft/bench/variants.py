@@ -14,6 +14,9 @@ candidates for the library, measured here first.
 * ``math_attention`` -- ``F.scaled_dot_product_attention`` on its math backend (bmm + softmax) instead of the
   CPU flash kernel (short sequences: 50 tokens for ViT-B/32).
 * ``sgd_foreach`` -- the optimizer's multi-tensor (``foreach``) update; the CPU default is a per-parameter loop.
+* ``reuse_original`` (fare) -- FARE's attack and its loss both compute the frozen original's clean embeddings
+  ``original(x)``; the second call returns the first call's result (same tensor ``x``, no grad; the memo lives
+  for one ``with`` block, i.e. one step): one forward less.
 * ``lean_memory`` (pmg_aft) -- the clean branch ``target(x)`` is computed first under activation checkpointing,
   then ``target(x_adv)`` with its graph: the backward frees the adversarial graph before it recomputes the clean
   one, so at most one B-image graph is alive (TeCoA's footprint) for one extra clean forward.
@@ -113,6 +116,25 @@ def sgd_foreach(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> 
             group["foreach"] = value
 
 
+@contextlib.contextmanager
+def reuse_original(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> Iterator[None]:
+    original = ctx.original if ctx is not None else None
+    if original is None:
+        yield
+        return
+    compute = original.image_features
+    last: list = [None, None, None]  # the tensor, its version and normalize of the last call; its result
+
+    def image_features(x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return compute(x, normalize=normalize)
+        if last[0] is not x or last[1] != (x._version, normalize):
+            last[:] = [x, (x._version, normalize), compute(x, normalize=normalize)]
+        return last[2]
+    with _instance_attributes([(original, "image_features", image_features)]):
+        yield
+
+
 class LeanPmgAft(PmgAft):
     """PMG-AFT's loss with one B-image graph alive at a time (see ``lean_memory``); same terms, same gradients."""
 
@@ -142,7 +164,7 @@ def lean_memory(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> 
 
 VARIANTS: dict[str, Variant] = {"fused_attention": fused_attention, "patch_gemm": patch_gemm,
                                 "math_attention": math_attention, "sgd_foreach": sgd_foreach,
-                                "lean_memory": lean_memory}
+                                "reuse_original": reuse_original, "lean_memory": lean_memory}
 
 
 @contextlib.contextmanager
