@@ -12,6 +12,7 @@ import torch
 from pmgaft.bench import (FORWARD_EQUIVALENTS, VARIANTS, apply_variants, counted_forward_flops,
                           forward_equivalents, per_image_costs, released_pmg_aft_step, vit_forward_flops)
 from pmgaft.bench.harness import TEMPLATE, build_harness
+from pmgaft.bench.profile import held_tensor_bytes, tensor_peak_bytes
 from pmgaft.bench.timing import PeakMemory
 from pmgaft.bench.train import TRAINABLE, build_step_context
 from pmgaft.cli import main
@@ -36,7 +37,7 @@ def bench_json(tmp_path_factory):
     code = main(["bench", "--model", "pmgaft-micro", "--method", "pmg_aft", "tecoa", "--batch-size", "2",
                  "--classes", "3", "--steps", "2", "--repeats", "2", "--warmup", "1", "--device", "cpu",
                  "--gemm-size", "256", "--what", "train,pgd,clean,data", "--dataset", f"folder:{root / 'jpegs'}",
-                 "--workers", "0", "--data-images", "5", "--json", str(out)])
+                 "--workers", "0", "--data-images", "5", "--tensor-memory", "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 
@@ -60,10 +61,13 @@ def test_bench_json_has_the_documented_keys_and_sane_values(bench_json):
         assert 0 < r["mfu"] < 1.5 and r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / peak)
         assert r["peak_memory_bytes"] > 0 and r["step_memory_bytes"] >= 0
     assert m["train:pmg_aft"]["loss"] > 0 and m["released:pmg_aft"]["loss"] > 0
+    for key in ("train:pmg_aft", "released:pmg_aft", "train:tecoa"):
+        assert m[key]["tensor_memory_bytes"] > m[key]["step_tensor_bytes"] > 0
     data = m["data"]
     assert data["images"] == 5 and data["seconds_per_image"] > 0 and data["mfu"] is None
     assert bench_json["comparisons"]["pmg_aft_speedup_vs_released"] > 0
     assert bench_json["comparisons"]["pmg_aft_memory_vs_tecoa"] > 0
+    assert bench_json["comparisons"]["pmg_aft_tensor_memory_vs_tecoa"] > 1  # a frozen copy and a 2B-image graph
 
 
 def test_per_image_costs_from_the_bench_json(bench_json, tmp_path):
@@ -185,6 +189,21 @@ def test_peak_memory_sees_an_allocation():
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB
         del block
     assert memory.peak_bytes - memory.baseline_bytes >= 48 * 2**20 or not memory.reset
+
+
+def test_tensor_memory_counts_live_tensors():
+    def work():
+        a = torch.ones(2**20)  # 4 MiB
+        b = torch.ones(2**20)  # live together: 8 MiB
+        del a, b
+        torch.ones(2**20)  # 4 MiB, after they are gone
+    peak = tensor_peak_bytes(work)
+    assert peak is None or 8 * 2**20 <= peak < 9 * 2**20
+    layer = torch.nn.Linear(4, 3)
+    layer(torch.ones(2, 4)).sum().backward()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    optimizer.step()
+    assert held_tensor_bytes(layer, optimizer, layer) == 3 * (4 * 3 + 3) * 4  # weights, grads, momentum; once
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="also profile one call of each measurement and write torch.profiler tables to DIR")
+    parser.add_argument("--tensor-memory", action="store_true",
+                        help="also replay one training step's tensor lifetimes with the profiler: the peak bytes of "
+                             "live tensors (weights, optimizer state, activations), independent of the allocator")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON to PATH")
 
 
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                          what=tuple(w.strip() for w in args.what.split(",") if w.strip()),
                          released=not args.no_released, variants=list(args.variant), dataset=args.dataset,
                          data_root=args.data_root, workers=args.workers, data_images=args.data_images,
-                         threads=args.threads, gemm_size=args.gemm_size, profile=args.profile)
+                         threads=args.threads, gemm_size=args.gemm_size, profile=args.profile,
+                         tensor_memory=args.tensor_memory)
     doc = run_bench(config, echo=lambda line: print(line, flush=True))
     if args.json:
         atomic_write_json(args.json, doc)

@@ -23,3 +23,41 @@ def profile_call(fn: Callable[[], object], device: torch.device, *, rows: int = 
     gemm = sum(getattr(e, attr) for e in averages if e.key in GEMM_OPS)
     table = averages.table(sort_by=attr, row_limit=rows, max_name_column_width=60)
     return table, gemm / total
+
+
+def tensor_peak_bytes(fn: Callable[[], object]) -> int | None:
+    """Peak bytes of live tensors during one call of ``fn``, above what was live when it started.
+
+    The allocator-independent counterpart of CUDA's ``max_memory_allocated`` (RSS also counts the heap the
+    allocator keeps): replays the profiler's tensor lifetime timeline. None where this torch lacks it.
+    """
+    try:
+        from torch.profiler._memory_profiler import Action
+    except ImportError:
+        return None
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        fn()
+    live = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak
+
+
+def held_tensor_bytes(*objects: object) -> int:
+    """Bytes of the distinct storages behind the parameters, buffers and gradients of modules and the state of
+    optimizers among ``objects`` (what a step starts from)."""
+    tensors: list[torch.Tensor] = []
+    for obj in objects:
+        if isinstance(obj, torch.nn.Module):
+            for p in obj.parameters():
+                tensors += [p] + ([p.grad] if p.grad is not None else [])
+            tensors += list(obj.buffers())
+        elif isinstance(obj, torch.optim.Optimizer):
+            tensors += [v for state in obj.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())

@@ -14,7 +14,10 @@ Per measurement (a key of ``"measurements"`` in the JSON, e.g. ``"train:pmg_aft"
 * ``peak_memory_bytes`` -- the peak during the timed steps (RSS on CPU, max allocated on CUDA);
   ``memory_bytes`` = that minus what the process held before this measurement's models were built (its
   weights, frozen copy, optimizer state, activations); ``step_memory_bytes`` = peak minus what was held just
-  before the step (activations and temporaries only).
+  before the step (activations and temporaries only);
+* with ``--tensor-memory`` (training): ``tensor_memory_bytes`` = the bytes of the tensors a step starts from
+  (weights, frozen copy, gradients, optimizer state) + ``step_tensor_bytes``, the peak of live tensors above
+  that during one profiled step -- what CUDA's ``max_memory_allocated`` counts, without the CPU heap's slack.
 """
 from __future__ import annotations
 

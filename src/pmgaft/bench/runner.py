@@ -22,7 +22,7 @@ from pmgaft.bench.flops import forward_equivalents, tower_forward_flops
 from pmgaft.bench.harness import TEMPLATE, Harness, build_harness
 from pmgaft.bench.inference import clean_call, pgd_call
 from pmgaft.bench.peak import GemmPeak, measure_gemm_peak
-from pmgaft.bench.profile import profile_call
+from pmgaft.bench.profile import held_tensor_bytes, profile_call, tensor_peak_bytes
 from pmgaft.bench.released import released_pmg_aft_step
 from pmgaft.bench.results import SCHEMA, Measurement, format_table, measurement
 from pmgaft.bench.timing import Timing, current_memory, time_interleaved
@@ -57,6 +57,7 @@ class BenchConfig:
     threads: int | None = None
     gemm_size: int | None = None  # side of the peak-measuring matmul (None: 2048 on CPU, 8192 on CUDA)
     profile: Path | None = None  # folder for torch.profiler tables
+    tensor_memory: bool = False  # also replay one step's tensor lifetimes (allocator-independent peak)
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
@@ -130,6 +131,10 @@ def _train(config: BenchConfig, harness: Harness, tower_flops: int, out: dict[st
                                    forward_equivalents=forward_equivalents(name, config.steps), method=name,
                                    loss=losses[key].get("total"))
             _profile(config, key, calls[key], device, notes)
+            if config.tensor_memory:
+                state = held_tensor_bytes(ctx.target, ctx.original, ctx.optimizer)
+                step = tensor_peak_bytes(calls[key])
+                out[key].extra.update(step_tensor_bytes=step, tensor_memory_bytes=None if step is None else state + step)
         del ctx, ours, calls, towers
     gc.collect()
 
@@ -243,6 +248,9 @@ def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
         if tecoa is not None:
             out[f"pmg_aft{suffix}_memory_vs_tecoa"] = ours.memory_bytes / max(tecoa.memory_bytes, 1)
             out[f"pmg_aft{suffix}_peak_memory_vs_tecoa"] = ours.peak_memory_bytes / max(tecoa.peak_memory_bytes, 1)
+            if ours.extra.get("tensor_memory_bytes") and tecoa.extra.get("tensor_memory_bytes"):
+                out[f"pmg_aft{suffix}_tensor_memory_vs_tecoa"] = (ours.extra["tensor_memory_bytes"]
+                                                                   / tecoa.extra["tensor_memory_bytes"])
     if released is not None and "train:pmg_aft" in measurements:
         out["released_memory_vs_pmg_aft"] = released.memory_bytes / max(measurements["train:pmg_aft"].memory_bytes, 1)
     return out
