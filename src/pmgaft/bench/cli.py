@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32, or bf16/fp16 autocast on CUDA (default: fp32)")
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the image towers (compile time is "
-                        "reported as warm-up; the released-recipe reference is skipped)")
+                        "reported as warm-up: use --warmup 2 or more, each input shape compiles on its first call; "
+                        "the released-recipe reference is skipped)")
     parser.add_argument("--classes", type=int, default=d.classes, help=f"zero-shot classes (default: {d.classes}, "
                         f"TinyImageNet's)")
     parser.add_argument("--image-size", type=int, default=None,

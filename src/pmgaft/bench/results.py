@@ -16,8 +16,9 @@ Per measurement (a key of ``"measurements"`` in the JSON, e.g. ``"train:pmg_aft"
   weights, frozen copy, optimizer state, activations); ``step_memory_bytes`` = peak minus what was held just
   before the step (activations and temporaries only);
 * with ``--tensor-memory`` (training): ``tensor_memory_bytes`` = the bytes of the tensors a step starts from
-  (weights, frozen copy, gradients, optimizer state) + ``step_tensor_bytes``, the peak of live tensors above
-  that during one profiled step -- what CUDA's ``max_memory_allocated`` counts, without the CPU heap's slack.
+  (weights, frozen copy, optimizer state; gradients cleared) + ``step_tensor_bytes``, the peak of live tensors
+  above that during one profiled step (activations, gradients) -- what CUDA's ``max_memory_allocated`` counts,
+  without the CPU heap's slack.
 """
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ class Measurement:
     memory_reset: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def set_peak(self, peak_flops_per_s: float) -> None:
+        if self.achieved_flops_per_s is not None:
+            self.mfu = self.achieved_flops_per_s / peak_flops_per_s
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(out.pop("extra"))
@@ -57,9 +62,9 @@ class Measurement:
 
 
 def measurement(kind: str, timing: Timing, *, batch_size: int, setup_bytes: int, tower_flops: int | None,
-                peak_flops_per_s: float | None, forward_equivalents: int | None = None, method: str | None = None,
-                **extra: Any) -> Measurement:
-    """Derive a :class:`Measurement` from a timing; FLOP fields stay None without a forward-equivalent count."""
+                forward_equivalents: int | None = None, method: str | None = None, **extra: Any) -> Measurement:
+    """Derive a :class:`Measurement` from a timing; FLOP fields stay None without a forward-equivalent count.
+    ``mfu`` is set by :meth:`Measurement.set_peak` once the run's GEMM peak is known."""
     seconds = timing.median
     m = Measurement(kind, batch_size, seconds, list(timing.samples), list(timing.warmup_seconds),
                     timing.cpu_median, list(timing.cpu_samples), batch_size / seconds, method, peak_memory_bytes=timing.peak_bytes,
@@ -70,7 +75,6 @@ def measurement(kind: str, timing: Timing, *, batch_size: int, setup_bytes: int,
         m.forward_equivalents = forward_equivalents
         m.useful_flops = float(forward_equivalents * batch_size * tower_flops)
         m.achieved_flops_per_s = m.useful_flops / seconds
-        m.mfu = m.achieved_flops_per_s / peak_flops_per_s if peak_flops_per_s else None
     return m
 
 

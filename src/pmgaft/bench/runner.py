@@ -29,6 +29,7 @@ from pmgaft.bench.timing import Timing, current_memory, time_interleaved
 from pmgaft.bench.train import TRAINABLE, build_step_context, step_call
 from pmgaft.bench.variants import apply_variants
 from pmgaft.errors import PmgaftError
+from pmgaft.training.step import StepContext
 from pmgaft.utils import resolve_device
 
 WHAT = ("train", "pgd", "clean", "data")
@@ -102,40 +103,62 @@ def _suffix(config: BenchConfig) -> str:
     return "".join(f"+{v}" for v in config.variants)
 
 
+def _step_calls(config: BenchConfig, name: str, ctx: StepContext, batch: tuple[torch.Tensor, torch.Tensor],
+                tokens: torch.Tensor, losses: dict[str, dict[str, float]]) -> dict[str, Callable[[], None]]:
+    """Our step; with ``--variant`` the patched step; for pmg_aft the released recipe's -- all on ``ctx``."""
+    x, y = batch
+    ours = step_call(ctx, x, y)
+    towers = [m.clip.visual for m in (ctx.target, ctx.original) if m is not None]
+
+    def plain() -> None:
+        losses[f"train:{name}"] = ours()
+
+    def patched() -> None:
+        with apply_variants(config.variants, towers, ctx):
+            losses[f"train:{name}{_suffix(config)}"] = ours()
+
+    released_steps = iter(range(1 << 62))
+
+    def released() -> None:
+        losses["released:pmg_aft"] = released_pmg_aft_step(ctx, next(released_steps), x, y, tokens)
+
+    calls = {f"train:{name}": plain}
+    if config.variants:
+        calls[f"train:{name}{_suffix(config)}"] = patched
+    if name == "pmg_aft" and config.released and not config.compile:
+        calls["released:pmg_aft"] = released
+    return calls
+
+
+def _tensor_memory(ctx: StepContext, call: Callable[[], None]) -> dict[str, int | None]:
+    """Tensor bytes a step starts from (gradients cleared: the step allocates them) + its profiled peak above."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    state = held_tensor_bytes(ctx.target, ctx.original, ctx.optimizer)
+    step = tensor_peak_bytes(call)
+    return {"step_tensor_bytes": step, "tensor_memory_bytes": None if step is None else state + step}
+
+
 def _train(config: BenchConfig, harness: Harness, tower_flops: int, out: dict[str, Measurement],
            notes: dict[str, Any]) -> None:
     device = harness.device
-    x, y = harness.batch(config.batch_size)
+    batch = harness.batch(config.batch_size)
     tokens = harness.loaded.tokenizer([TEMPLATE.format(c) for c in harness.classnames]).to(device)
     for name in config.methods:
         gc.collect()
         setup_bytes = current_memory(device)
         ctx = build_step_context(harness, name, attack_steps=config.steps, compile=config.compile)
-        towers = [m.clip.visual for m in (ctx.target, ctx.original) if m is not None]
-        ours = step_call(ctx, x, y)
         losses: dict[str, dict[str, float]] = {}
-        calls = {f"train:{name}": lambda: losses.__setitem__(f"train:{name}", ours())}
-        if config.variants:  # the patched step, round-robin with the unpatched one on the same models
-            def patched(key: str = f"train:{name}{_suffix(config)}") -> None:
-                with apply_variants(config.variants, towers, ctx):
-                    losses[key] = ours()
-            calls[f"train:{name}{_suffix(config)}"] = patched
-        if name == "pmg_aft" and config.released and not config.compile:
-            counter = iter(range(1 << 62))
-            calls["released:pmg_aft"] = lambda: losses.__setitem__(
-                "released:pmg_aft", released_pmg_aft_step(ctx, next(counter), x, y, tokens))
+        calls = _step_calls(config, name, ctx, batch, tokens, losses)
         timings = time_interleaved(calls, device, warmup=config.warmup, repeats=config.repeats)
         for key, timing in timings.items():
             out[key] = measurement(key.split(":")[0], timing, batch_size=config.batch_size, setup_bytes=setup_bytes,
-                                   tower_flops=tower_flops, peak_flops_per_s=None,
-                                   forward_equivalents=forward_equivalents(name, config.steps), method=name,
-                                   loss=losses[key].get("total"))
+                                   tower_flops=tower_flops, forward_equivalents=forward_equivalents(name, config.steps),
+                                   method=name, loss=losses[key].get("total"))
             _profile(config, key, calls[key], device, notes)
             if config.tensor_memory:
-                state = held_tensor_bytes(ctx.target, ctx.original, ctx.optimizer)
-                step = tensor_peak_bytes(calls[key])
-                out[key].extra.update(step_tensor_bytes=step, tensor_memory_bytes=None if step is None else state + step)
-        del ctx, ours, calls, towers
+                out[key].extra.update(_tensor_memory(ctx, calls[key]))
+        del ctx, calls
     gc.collect()
 
 
@@ -157,8 +180,8 @@ def _inference(config: BenchConfig, harness: Harness, tower_flops: int, out: dic
     for key, timing in time_interleaved(calls, device, warmup=config.warmup, repeats=config.repeats).items():
         kind = key.split("+")[0]
         out[key] = measurement(kind, timing, batch_size=config.batch_size, setup_bytes=setup_bytes,
-                               tower_flops=tower_flops, peak_flops_per_s=None,
-                               forward_equivalents=forward_equivalents(kind, config.steps), steps=config.steps)
+                               tower_flops=tower_flops, forward_equivalents=forward_equivalents(kind, config.steps),
+                               steps=config.steps)
         _profile(config, key, calls[key], device, notes)
 
 
@@ -178,7 +201,7 @@ def _data(config: BenchConfig, device: torch.device, out: dict[str, Measurement]
                        [s / batches for s in timing.cpu_samples], timing.peak_bytes, timing.baseline_bytes,
                        timing.memory_reset)
     out["data"] = measurement("data", per_batch, batch_size=config.batch_size, setup_bytes=setup_bytes,
-                              tower_flops=None, peak_flops_per_s=None, dataset=config.dataset, images=n,
+                              tower_flops=None, dataset=config.dataset, images=n,
                               workers=config.workers, seconds_per_image=timing.median / n)
 
 
@@ -214,8 +237,8 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
         _data(config, device, measurements)
     peak = max(peaks, key=lambda p: p.flops_per_s) if peaks else None
     for m in measurements.values():
-        if m.achieved_flops_per_s is not None and peak is not None:
-            m.mfu = m.achieved_flops_per_s / peak.flops_per_s
+        if peak is not None:
+            m.set_peak(peak.flops_per_s)
     doc["tower"] = tower
     doc["gemm_peak"] = None if peak is None else {**asdict(peak), "runs": [p.flops_per_s for p in peaks]}
     doc["measurements"] = {k: m.to_json() for k, m in measurements.items()}
