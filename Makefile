@@ -1,7 +1,7 @@
 # make setup       create .venv and install everything pinned (fast when nothing changed)
 # make test        setup + the test suite
 # make quickstart  setup + the whole PMG-AFT story on a CPU in minutes
-# make bench       setup + throughput benchmarks (training step, clean eval, PGD-10); prints numbers
+# make bench       setup + `pmgaft bench`: training steps, PGD, clean eval; time, FLOPs, MFU, memory (ARGS=...)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -31,8 +31,7 @@ quickstart: setup
 	$(VENV)/bin/pmgaft quickstart $(ARGS)
 
 bench: setup
-	$(PY) benchmarks/train_step.py $(ARGS)
-	$(PY) benchmarks/eval_attack.py $(ARGS)
+	$(VENV)/bin/pmgaft bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("pmgaft.data.cli", "list the registered datasets and whether they are present"),
     "reproduce": ("pmgaft.evaluation.reproduce", "train + evaluate the paper's methods, paper-style table"),
     "quickstart": ("pmgaft.quickstart", "the whole PMG-AFT story on real images, on a CPU, in minutes"),
+    "bench": ("pmgaft.bench.cli", "time training steps, attacks, inference and data loading (FLOPs, MFU, memory)"),
 }
 
 
