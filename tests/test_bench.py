@@ -84,6 +84,25 @@ def test_per_image_costs_from_the_bench_json(bench_json, tmp_path):
         per_image_costs({"measurements": {"clean": m["clean"]}})
 
 
+def test_reproduce_costs_its_plan_from_the_bench_json(bench_json, tmp_path, capsys):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bench_json))
+    costs = per_image_costs(path)
+    argv = ["reproduce", "--data-root", str(tmp_path), "--methods", "clip", "tecoa", "pmg_aft",
+            "--protocol", "tga-zsr", "--bench", str(path), "--dry-run"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "from pmgaft bench figures" in text and "pmgaft-micro on cpu" in text
+    # training: seconds per image x TinyImageNet's 100,000 training images x 10 epochs (configs/pmg_aft.yaml)
+    assert f"train pmg_aft   {costs.train_step['pmg_aft'] * 100_000 * 10 / 3600:8.2f} GPU-h" in text
+    # evaluation (tga-zsr: PGD-100 at one eps), 3 models x 344,128 images x (clean forward + 100 PGD steps)
+    eval_hours = 3 * 344_128 * (costs.clean_forward + 100 * costs.pgd_step) / 3600
+    assert f"evaluate        {eval_hours:8.2f} GPU-h" in text
+    # figures that lack a method being trained: a clear error, not a zero
+    assert main([*argv[:5], "fare", *argv[5:]]) == 2
+    assert "no training step for 'fare'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", ["pmgaft-micro", "pmgaft-tiny"])
 def test_tower_flops_formula_matches_the_flop_counter(model):
     loaded = load_clip(model)
