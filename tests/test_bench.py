@@ -19,6 +19,7 @@ from pmgaft.cli import main
 from pmgaft.errors import PmgaftError
 from pmgaft.methods import AttackSettings
 from pmgaft.models import load_clip
+from pmgaft.models.fast import PatchEmbedding
 from pmgaft.training.step import train_step
 from dataset_fixtures import save
 
@@ -168,8 +169,7 @@ def test_every_variant_keeps_the_step_result(name, method):
     for a, b in zip(ours.target.clip.visual.parameters(), patched.target.clip.visual.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)  # (AdamW's first update is ~sign(g))
     # the patches are gone afterwards
-    assert "attention" not in vars(patched.target.clip.visual.transformer.resblocks[0])
-    assert "forward" not in vars(patched.target.clip.visual.conv1)
+    assert type(patched.target.clip.visual.conv1) is PatchEmbedding
     assert type(patched.method) is type(ours.method) and "image_features" not in vars(patched.original)
 
 
@@ -182,25 +182,6 @@ def test_reuse_original_saves_one_original_forward_in_fare():
     with apply_variants(["reuse_original"], [], ctx):
         train_step(ctx, 2, [(x, y, torch.arange(len(y)))])
     assert len(calls) == 3
-
-
-def test_patched_towers_give_the_same_logits_and_input_gradient():
-    harness = build_harness("pmgaft-micro", classes=4, device=torch.device("cpu"))
-    model = harness.classifier()
-    x, y = harness.batch(3, seed=1)
-
-    def logits_and_grad():
-        xi = x.clone().requires_grad_(True)
-        out = model(xi)
-        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y), xi)
-        return out.detach(), grad
-
-    reference = logits_and_grad()
-    with apply_variants(["fused_attention", "patch_gemm"], [model.clip.visual]):
-        patched = logits_and_grad()
-        assert "attention" in vars(model.clip.visual.transformer.resblocks[0])
-    for a, b in zip(reference, patched):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_peak_memory_sees_an_allocation():

@@ -2,7 +2,7 @@
 
     pmgaft bench --model ViT-B-32 --method pmg_aft tecoa --batch-size 32 --device cpu --json bench.json
     pmgaft bench --what data --dataset folder:/data/jpegs --workers 4
-    pmgaft bench --model ViT-B-32 --method pmg_aft --variant fused_attention patch_gemm --profile prof/
+    pmgaft bench --model ViT-B-32 --method pmg_aft --variant stock_kernels --profile prof/
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from pmgaft.errors import PmgaftError
 from pmgaft.losses import pmg_aft_loss
 from pmgaft.methods import PmgAft
 from pmgaft.models import ZeroShotClassifier
+from pmgaft.models.fast import stock_kernels
 from pmgaft.attacks.pgd import initial_delta
 from pmgaft.training.step import StepContext, attack_seeds
 
@@ -73,6 +74,13 @@ def released_pmg_aft_step(ctx: StepContext, step: int, x: torch.Tensor, y: torch
         raise PmgaftError("released_pmg_aft_step reproduces batch-level KL reductions only (sum_batch=None).")
     x, y = x.to(ctx.device), y.to(ctx.device)
     frozen = original.clip.visual
+    with stock_kernels([ctx.target.clip.visual, frozen]):  # the released code runs open_clip's stock layers
+        return _released_step(ctx, method, original, frozen, step, x, y, tokens, positions)
+
+
+def _released_step(ctx: StepContext, method: PmgAft, original: ZeroShotClassifier, frozen: torch.nn.Module,
+                   step: int, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor,
+                   positions: torch.Tensor | None) -> dict[str, float]:
     ctx.optimizer.zero_grad(set_to_none=True)
     if positions is None:
         positions = torch.arange(len(y))

@@ -99,7 +99,7 @@ def _profile(config: BenchConfig, name: str, fn: Callable[[], object], device: t
 
 
 def _suffix(config: BenchConfig) -> str:
-    """The name suffix of the patched measurements: ``+fused_attention+patch_gemm``."""
+    """The name suffix of the patched measurements: ``+stock_kernels+sgd_foreach``."""
     return "".join(f"+{v}" for v in config.variants)
 
 

@@ -35,6 +35,7 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN
 from pmgaft.errors import PmgaftError
 from pmgaft.models.architecture import matching_architectures
 from pmgaft.models.checkpoint import ModelRecord, checkpoint_record, model_record
+from pmgaft.models.fast import use_fast_kernels
 from pmgaft.models.files import CHECKPOINT_SUFFIXES, WeightsFile, read_weights
 from pmgaft.utils import did_you_mean, resolve_device, state_dict_hash
 
@@ -243,7 +244,9 @@ def _create(name: str, use_quick_gelu: bool) -> nn.Module:
     if name.endswith(QUICK_GELU_SUFFIX) and not use_quick_gelu:
         raise PmgaftError(f"{name!r} always uses QuickGELU; for GELU use {name[: -len(QUICK_GELU_SUFFIX)]!r}.")
     with _quiet_open_clip():
-        return open_clip.create_model(name, pretrained=None, device="cpu", force_quick_gelu=use_quick_gelu)
+        model = open_clip.create_model(name, pretrained=None, device="cpu", force_quick_gelu=use_quick_gelu)
+    use_fast_kernels(model.visual)  # same function, faster under autograd (pmgaft.models.fast)
+    return model
 
 
 def _open_clip_keys(w: WeightsFile, model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
