@@ -136,8 +136,8 @@ def _contexts(random_start: bool, method: str = "pmg_aft"):
 def test_released_reference_computes_our_loss_and_update(random_start):
     ours, ref, x, y, tokens = _contexts(random_start)
     text_calls, original_grads = [], []
-    for model in (ref.target, ref.original):
-        model.clip.transformer.register_forward_hook(lambda *a: text_calls.append(1))
+    assert ref.target.clip.transformer is ref.original.clip.transformer  # the frozen copy shares the text tower
+    ref.target.clip.transformer.register_forward_hook(lambda *a: text_calls.append(1))
 
     def spy(visual, inputs, output):  # the original's weights require grad while the reference runs it
         if visual.conv1.weight.requires_grad:

@@ -1,4 +1,6 @@
 """The zero-shot classifier equals a hand computation with open_clip, caches text embeddings, stays trainable."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,3 +88,29 @@ def test_bad_input(micro_clip, tmp_path):
         ZeroShotClassifier.build(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path, logit_scale=-1)
     with pytest.raises(PmgaftError, match="unknown normalization"):
         ZeroShotClassifier.build(model, tok, CLASSES, TEMPLATES, cache_dir=tmp_path, normalization="cifar")
+
+
+def test_frozen_copy_owns_its_image_tower_and_shares_the_rest(micro_clip, tmp_path):
+    model, tok = copy.deepcopy(micro_clip.model), micro_clip.tokenizer  # the fixture is shared: train a copy
+    target = ZeroShotClassifier.build(model, tok, CLASSES, TEMPLATES[:1], cache_dir=tmp_path, normalization=(
+        (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)), logit_scale=7.0)
+    target.clip.visual.requires_grad_(True)
+    frozen = target.frozen_copy()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), target(x), rtol=0, atol=0)
+    assert frozen.normalization == "custom" and frozen.logit_scale == 7.0
+    visual, frozen_visual = dict(target.clip.visual.named_parameters()), dict(frozen.clip.visual.named_parameters())
+    assert all(visual[k].data_ptr() != p.data_ptr() and not p.requires_grad for k, p in frozen_visual.items())
+    assert all(p.requires_grad for p in target.clip.visual.parameters())
+    shared = [(a, b) for (k, a), (_, b) in zip(target.clip.named_parameters(), frozen.clip.named_parameters())
+              if not k.startswith("visual.")]
+    assert shared and all(a is b for a, b in shared)  # text tower and logit scale: the same tensors
+    assert not frozen.training and not frozen.clip.visual.training
+    assert target.clip.transformer.training == model.transformer.training  # shared modules untouched
+    with torch.no_grad():  # training the target leaves the copy where it was
+        before = frozen(x)
+        for p in target.clip.visual.parameters():
+            p.add_(0.1)
+        torch.testing.assert_close(frozen(x), before, rtol=0, atol=0)
+        assert not torch.allclose(target(x), before)

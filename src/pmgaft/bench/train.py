@@ -1,19 +1,17 @@
 """One real training step per method: :func:`pmgaft.training.step.train_step` with a real :class:`StepContext`.
 
 The context is built as ``pmgaft train`` builds it (``training/loop.py``): the target classifier in train mode
-with only its image tower trainable, a deep-copied frozen original in eval mode for the methods that need one,
-SGD with momentum (or the method's optimizer default), a constant learning rate, PGD-k at 1/255.
+with only its image tower trainable, a frozen original (:meth:`ZeroShotClassifier.frozen_copy`: its own image
+tower, the text tower shared) for the methods that need one, SGD with momentum (or the method's optimizer default), a constant learning rate, PGD-k at 1/255.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
 
 from pmgaft.bench.harness import Harness
 from pmgaft.methods import METHODS, AttackSettings
-from pmgaft.models import ZeroShotClassifier
 from pmgaft.training.distributed import Dist
 from pmgaft.training.step import StepContext, train_step
 from pmgaft.utils import lookup
@@ -28,10 +26,7 @@ def build_step_context(harness: Harness, method_name: str, *, attack_steps: int 
     if hasattr(method, "tokenizer"):  # comp_tga embeds its "not" prompts with the model's own tokenizer
         method.tokenizer = harness.loaded.tokenizer
     target = harness.classifier()
-    original = None
-    if method.needs_original:
-        frozen = copy.deepcopy(target.clip).eval().requires_grad_(False)
-        original = ZeroShotClassifier(frozen, target.text_embeddings, image_size=target.image_size).eval()
+    original = target.frozen_copy() if method.needs_original else None
     target.clip.visual.requires_grad_(True)
     target.train()
     if compile:

@@ -7,7 +7,9 @@ renormalized) and cached on disk keyed by the text tower's weights and the promp
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -120,6 +122,29 @@ class ZeroShotClassifier(nn.Module):
             size = clip_model.visual.image_size
             image_size = size[0] if isinstance(size, (tuple, list)) else size
         return cls(clip_model, emb, image_size=image_size, classnames=classnames, templates=templates, **kwargs)
+
+    def frozen_copy(self) -> "ZeroShotClassifier":
+        """This classifier frozen (eval mode, no gradients) with its **own copy of the image tower** only.
+
+        The pre-trained model that PMG-AFT, FARE and TGA-ZSR are guided by: only the image tower is fine-tuned,
+        so the text tower, the logit scale and the text embeddings are shared with this classifier, not copied
+        (ViT-B/32: 242 MiB of text tower not duplicated).
+        """
+        visual = self.clip.visual
+        own = {id(obj) for obj in itertools.chain(visual.modules(), visual.parameters(), visual.buffers())}
+        shared = {id(obj): obj for obj in itertools.chain(self.clip.modules(), self.clip.parameters(),
+                                                           self.clip.buffers())
+                  if id(obj) not in own and obj is not self.clip}
+        clip = copy.deepcopy(self.clip, memo=shared)  # new root and image tower; every other part shared
+        clip.visual.requires_grad_(False)
+        normalization = self.normalization if self.normalization != "custom" else (
+            self.mean.flatten().tolist(), self.std.flatten().tolist())
+        frozen = ZeroShotClassifier(clip, self.text_embeddings, image_size=self.image_size,
+                                    normalization=normalization, logit_scale=self.logit_scale,
+                                    classnames=self.classnames, templates=self.templates).to(self.mean.device)
+        for module in (frozen, clip, *clip.visual.modules()):  # not .eval(): it would reach the shared modules
+            module.training = False
+        return frozen
 
     @property
     def num_classes(self) -> int:

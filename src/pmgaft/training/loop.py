@@ -12,7 +12,6 @@ in four phases around one step counter, ``step`` = optimizer steps completed:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 import warnings
@@ -325,11 +324,7 @@ def _classifiers(config: TrainConfig, classes: list[str], device: torch.device, 
         prompts = get_prompts(f"folder:{config.dataset}", config.prompt_style, classnames=classes)
     kwargs = {"normalization": config.normalization, "logit_scale": config.logit_scale}
     target = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates, **kwargs)
-    original = None
-    if method.needs_original:
-        frozen = copy.deepcopy(loaded.model).eval().requires_grad_(False)
-        original = ZeroShotClassifier(frozen, target.text_embeddings, image_size=target.image_size,
-                                      classnames=prompts.classnames, templates=prompts.templates, **kwargs).eval()
+    original = target.frozen_copy() if method.needs_original else None  # shares the (frozen) text tower
     target.requires_grad_(False)
     target.clip.visual.requires_grad_(True)  # the image tower only: text tower and logit scale stay frozen
     return target.train(), original, loaded.quick_gelu
