@@ -171,6 +171,7 @@ def test_every_variant_keeps_the_step_result(name, method):
     # the patches are gone afterwards
     assert type(patched.target.clip.visual.conv1) is PatchEmbedding
     assert type(patched.method) is type(ours.method) and "image_features" not in vars(patched.original)
+    assert not getattr(patched.method, "lean", False)
 
 
 def test_reuse_original_saves_one_original_forward_in_fare():

@@ -120,6 +120,29 @@ def test_every_attack_honours_the_reduction_setting(models, name: str) -> None:
         assert torch.equal(x_adv, x)
 
 
+def test_lean_memory_gives_the_same_terms_and_gradients(models) -> None:
+    from pmgaft.training.config import resolve_config
+
+    target, original, x, y = models
+    x_adv = (x + 4 / 255 * torch.randn_like(x).sign()).clamp(0, 1)
+    results = []
+    for memory in ("fast", "lean"):
+        method = build_method(_config("pmg_aft", memory=memory))
+        assert method.lean == (memory == "lean")
+        target.zero_grad(set_to_none=True)
+        terms = method.losses(target, original, x, x_adv, y)
+        terms["total"].backward()
+        results.append((terms, [p.grad.clone() for p in target.clip.visual.parameters()]))
+    (fast, fast_grads), (lean, lean_grads) = results
+    for key in fast:
+        torch.testing.assert_close(lean[key], fast[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, lean_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert resolve_config({"memory": "lean"}).memory == "lean"
+    with pytest.raises(PmgaftError, match="memory"):
+        resolve_config({"memory": "small"})
+
+
 def test_attack_reduction_config_key() -> None:
     from pmgaft.training.config import resolve_config
 

@@ -13,9 +13,8 @@ candidates for the library, measured here first.
 * ``reuse_original`` (fare) -- FARE's attack and its loss both compute the frozen original's clean embeddings
   ``original(x)``; the second call returns the first call's result (same tensor ``x``, no grad; the memo lives
   for one ``with`` block, i.e. one step): one forward less.
-* ``lean_memory`` (pmg_aft) -- the clean branch ``target(x)`` is computed first under activation checkpointing,
-  then ``target(x_adv)`` with its graph: the backward frees the adversarial graph before it recomputes the clean
-  one, so at most one B-image graph is alive (TeCoA's footprint) for one extra clean forward.
+* ``lean_memory`` (pmg_aft) -- ``pmgaft train --memory lean`` (:class:`pmgaft.methods.PmgAft` ``lean=True``): the
+  clean branch is recomputed in the backward, so one B-image graph is alive at a time, for one more forward.
 """
 from __future__ import annotations
 
@@ -25,11 +24,8 @@ from typing import Callable, ContextManager, Iterator, Sequence
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.checkpoint import checkpoint
 
-from pmgaft.losses import pmg_aft_loss
 from pmgaft.methods import PmgAft
-from pmgaft.models import ZeroShotClassifier
 from pmgaft.models import fast
 from pmgaft.training.step import StepContext
 from pmgaft.utils import lookup
@@ -89,31 +85,17 @@ def reuse_original(towers: Sequence[nn.Module], ctx: StepContext | None = None) 
         yield
 
 
-class LeanPmgAft(PmgAft):
-    """PMG-AFT's loss with one B-image graph alive at a time (see ``lean_memory``); same terms, same gradients."""
-
-    def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
-               x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        z_clean = checkpoint(target, x, use_reentrant=False)  # created first, so its backward runs last
-        z_adv = target(x_adv)  # [B, C], graph kept
-        with torch.no_grad():
-            z_ori = original(x_adv)
-        return pmg_aft_loss(z_adv, z_ori, z_clean, y, alpha=self.alpha, beta=self.beta, reduction=self.reduction,
-                            direction=self.direction)
-
-
 @contextlib.contextmanager
 def lean_memory(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> Iterator[None]:
     method = ctx.method if ctx is not None else None
-    if not isinstance(method, PmgAft) or (method.reduction == "sum" and method.sum_batch is not None):
+    if not isinstance(method, PmgAft) or method.lean:
         yield
         return
-    lean = LeanPmgAft(method.alpha, method.beta, reduction=method.reduction, direction=method.direction)
-    ctx.method = lean
+    method.lean = True
     try:
         yield
     finally:
-        ctx.method = method
+        method.lean = False
 
 
 VARIANTS: dict[str, Variant] = {"stock_kernels": stock_kernels,

@@ -10,12 +10,17 @@ the gradients it would carry are never used, so both recipes here skip it: same 
 ``kl_reduction="sum"`` (the "official" recipe) sums each KL over the *optimizer* batch: with gradient
 accumulation a micro-batch's batch-mean KL is multiplied by ``sum_batch`` (the optimizer batch size), so the
 accumulated gradient equals the released code's at the full batch.
+
+``lean=True`` (``--memory lean``) trades one forward for memory: the clean branch runs under activation
+checkpointing before the adversarial one, so the backward frees the adversarial graph before it recomputes the
+clean one and a single B-image graph is alive at a time (TeCoA's footprint plus the frozen image tower).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS, pmg_aft_loss
@@ -28,7 +33,7 @@ class PmgAft(Method):
     needs_original = True
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, *, reduction: str = "batchmean",
-                 direction: str = "official", sum_batch: int | None = None) -> None:
+                 direction: str = "official", sum_batch: int | None = None, lean: bool = False) -> None:
         if alpha < 0 or beta < 0:
             raise PmgaftError(f"pmg_aft: alpha and beta must be >= 0 (paper: 1, 1), got alpha={alpha}, beta={beta}.")
         if reduction not in KL_REDUCTIONS:
@@ -37,16 +42,22 @@ class PmgAft(Method):
             raise PmgaftError(f"pmg_aft: unknown kl_direction {direction!r}; use one of {KL_DIRECTIONS}.")
         self.alpha, self.beta, self.reduction, self.direction = float(alpha), float(beta), reduction, direction
         self.sum_batch = sum_batch
+        self.lean = lean  # recompute the clean branch in the backward: one B-image graph alive, not two
 
     @classmethod
     def from_config(cls, config: Any) -> "PmgAft":
         return cls(1.0 if config.alpha is None else config.alpha, 1.0 if config.beta is None else config.beta,
-                   reduction=config.kl_reduction, direction=config.kl_direction, sum_batch=config.batch_size)
+                   reduction=config.kl_reduction, direction=config.kl_direction, sum_batch=config.batch_size,
+                   lean=getattr(config, "memory", "fast") == "lean")
 
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         assert original is not None, "pmg_aft needs the original model"
-        z_adv, z_clean = target_logits_pair(target, x_adv, x)  # [B, C] each, with grad
+        if self.lean:  # z_clean first, without a stored graph: its backward recomputes it after z_adv's is freed
+            z_clean = checkpoint(target, x, use_reentrant=False)
+            z_adv = target(x_adv)
+        else:
+            z_adv, z_clean = target_logits_pair(target, x_adv, x)  # [B, C] each, with grad
         with torch.no_grad():
             z_ori = original(x_adv)  # [B, C], a constant
         if self.reduction == "sum" and self.sum_batch is not None:

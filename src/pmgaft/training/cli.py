@@ -28,13 +28,13 @@ from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
 from pmgaft.methods import METHODS
 from pmgaft.models import NORMALIZATIONS
 from pmgaft.prompts import PROMPT_STYLES
-from pmgaft.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
+from pmgaft.training.config import MEMORY_MODES, OPTIMIZERS, PRECISIONS, TrainConfig
 from pmgaft.training.recipes import RECIPES
 
 _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(OPTIMIZERS),
             "precision": list(PRECISIONS), "kl_reduction": list(KL_REDUCTIONS), "kl_direction": list(KL_DIRECTIONS),
             "normalization": list(NORMALIZATIONS), "prompt_style": list(PROMPT_STYLES),
-            "transform": list(TRANSFORMS), "attack_reduction": list(ATTACK_REDUCTIONS)}
+            "transform": list(TRANSFORMS), "attack_reduction": list(ATTACK_REDUCTIONS), "memory": list(MEMORY_MODES)}
 # One line per config key: what it is and its units. The default (and what a recipe or method changes) is
 # appended by _help_for, so it cannot drift from RECIPES / Method.defaults.
 _HELP = {
@@ -84,6 +84,9 @@ _HELP = {
                         "or 'mean' (the released codes' batch-mean CE; with --precision fp16 its gradients "
                         "underflow at large batch, as theirs did)",
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
+    "memory": "'fast', or 'lean': PMG-AFT keeps one batch's autograd graph alive instead of two by recomputing the "
+              "clean branch in the backward (same gradients, one more forward per step; ViT-B/32, batch 32: "
+              "peak tensors 1.47x TeCoA's instead of 1.81x, +6% step time)",
     "device": "auto, cpu, cuda or cuda:N",
     "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
                  "'none' lifts a limit the run was started with, on --resume)",

@@ -29,11 +29,13 @@ from pmgaft.utils import did_you_mean, lookup, resolve_device
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
+MEMORY_MODES = ("fast", "lean")
 # Keys that steer a run but not its result. grad_accum / micro_batch only change how each global batch is split
 # (the same gradient up to float summation order), so a run can resume on another number of GPUs.
 RUN_CONTROL = frozenset({"out_dir", "data_root", "device", "max_steps", "num_workers", "log_every", "eval_every",
                          "save_every", "resume", "progress", "val_batch_size", "trust_checkpoint", "grad_accum",
-                         "micro_batch", "skip_nonfinite", "keep_checkpoints", "dist_timeout", "allow_change"})
+                         "micro_batch", "skip_nonfinite", "keep_checkpoints", "dist_timeout", "allow_change",
+                         "memory"})
 
 
 @dataclass
@@ -82,6 +84,7 @@ class TrainConfig:
     attack_reduction: str = "sum"  # "mean": the released codes' batch-mean attack objective (opt-in)
     # validation (PGD on the held-out split)
     val_attack_steps: int = 10
+    memory: str = "fast"  # "lean": PMG-AFT recomputes its clean branch in the backward (same gradients)
     # run control
     device: str = "auto"
     max_steps: int | None = None
@@ -205,6 +208,7 @@ def validate(config: TrainConfig) -> None:
     lookup(METHODS, config.method, "method")
     lookup({p: p for p in PRECISIONS}, config.precision, "precision")
     lookup({o: o for o in OPTIMIZERS}, config.optimizer, "optimizer")
+    lookup({m: m for m in MEMORY_MODES}, config.memory, "memory")
     lookup({k: k for k in KL_REDUCTIONS}, config.kl_reduction, "kl_reduction")
     lookup({k: k for k in KL_DIRECTIONS}, config.kl_direction, "kl_direction")
     lookup({r: r for r in ATTACK_REDUCTIONS}, config.attack_reduction, "attack_reduction")
