@@ -107,6 +107,17 @@ def test_two_ranks_equal_one_process_and_their_checkpoint_resumes_under_one(data
     assert total[3] == pytest.approx({r["step"]: r["total"] for r in ref if r["split"] == "train"}[3], rel=1e-5)
 
 
+def test_lean_memory_under_two_ranks_trains_the_same_weights(data_root: Path, tmp_path: Path) -> None:
+    """``--memory lean`` recomputes the clean branch inside DDP's backward: still one all-reduce, same weights."""
+    lean, fast = tmp_path / "lean", tmp_path / "fast"
+    run = _torchrun(micro_argv(data_root, lean, *FLAGS, "--grad-accum", "2", "--memory", "lean"))
+    assert main(micro_argv(data_root, fast, *FLAGS)) == 0
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output[-3000:]
+    assert read_metadata(lean / "last.safetensors")["step"] == "3"
+    _assert_close(lean / "last.safetensors", fast / "last.safetensors")
+
+
 def test_a_single_process_needs_no_launcher_and_no_process_group(data_root: Path, tmp_path: Path,
                                                                  monkeypatch) -> None:
     import torch.distributed as dist
