@@ -247,6 +247,9 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
     if hasattr(os, "getloadavg"):
         doc["environment"]["load_average_after"] = list(os.getloadavg())
     echo(format_table(measurements))
+    if peak is not None and len(peaks) > 1:
+        echo(f"MFU against the highest GEMM peak of the run: {peak.flops_per_s / 1e9:.1f} GFLOP/s "
+             f"(measured {', '.join(f'{p.flops_per_s / 1e9:.1f}' for p in peaks)})")
     for key, value in doc["comparisons"].items():
         echo(f"{key}: {value:.3f}")
     return doc

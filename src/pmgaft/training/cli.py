@@ -86,7 +86,7 @@ _HELP = {
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
     "memory": "'fast', or 'lean': PMG-AFT keeps one batch's autograd graph alive instead of two by recomputing the "
               "clean branch in the backward (same gradients, one more forward per step; ViT-B/32, batch 32: "
-              "peak tensors 1.47x TeCoA's instead of 1.81x, +6% step time)",
+              "peak of live tensors 1.35x TeCoA's instead of 1.69x, +9% step time)",
     "device": "auto, cpu, cuda or cuda:N",
     "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
                  "'none' lifts a limit the run was started with, on --resume)",
