@@ -86,12 +86,14 @@ def test_a_killed_rank_fails_the_job_within_the_timeout(tmp_path, digits_clip):
     marker = str(tmp_path)
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "--monitor-interval=0.5", "-m", "pmgaft", "eval", "--model", "pmgaft-micro",
-            "--checkpoint", f"clip={digits_clip}", *GRID, "--steps", "400", "--dist-timeout", "30",
-            "--out", str(tmp_path / "out")]
+            "--checkpoint", f"clip={digits_clip}", *GRID, "--steps", "2000", "--no-early-exit",
+            "--dist-timeout", "30", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PMGAFT_TEST_MARKER": marker})
     pid = _rank_pid(marker, 1, time.time() + 60)
-    time.sleep(6)  # let it get into the attacks
+    deadline = time.time() + 120  # kill rank 1 once the clean cell is written: the PGD-2000 cell is under way
+    while not list((tmp_path / "out").rglob("none_eps0.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
     killed = time.time()
     try:
@@ -100,4 +102,5 @@ def test_a_killed_rank_fails_the_job_within_the_timeout(tmp_path, digits_clip):
         proc.kill()
     assert proc.returncode != 0 and time.time() - killed < 60
     assert "rank" in err.lower() and ("1" in err)  # torchrun's report names the failed rank
-    assert not [p for p in (tmp_path / "out").rglob("pgd400_eps8.json")]  # no half-finished cell was written
+    assert list((tmp_path / "out").rglob("none_eps0.json"))  # the kill came after the clean cell
+    assert not [p for p in (tmp_path / "out").rglob("pgd2000_eps8.json")]  # no half-finished cell was written

@@ -158,7 +158,9 @@ def _flag_tokens(key: str, value) -> list[str]:
 
 
 flag_lists = st.one_of(
-    changes.map(lambda kv: _flag_tokens(*kv)),
+    # a flag's value is text: `--out-dir true` names a folder "true", which is valid (YAML would read a bool)
+    changes.filter(lambda kv: not (kv[0] == "out_dir" and not isinstance(kv[1], str))).map(
+        lambda kv: _flag_tokens(*kv)),
     unknown_keys.map(lambda k: [f"--{k.replace('_', '-')}", "1"]),
     st.sampled_from([f"--{k.replace('_', '-')}" for k in FUZZED if HINTS[k] is not bool]).map(lambda f: [f]),
 )
