@@ -59,6 +59,8 @@ class _Active:
 
     def keep(self, mask: torch.Tensor) -> "_Active":
         """The rows where ``mask`` [b] (CPU bool) is True; CPU bookkeeping and device tensors alike."""
+        if bool(mask.all()):  # most steps: nobody leaves, so no copy of the batch
+            return self
         on_device = mask.to(self.x.device)
         return _Active(self.ids[mask], self.x[on_device], self.y[on_device], self.delta[on_device], self.done[mask])
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pmgaft.attacks.pgd import initial_delta
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import pmg_aft_loss
 from pmgaft.methods import PmgAft
 from pmgaft.models import ZeroShotClassifier
 from pmgaft.models.fast import stock_kernels
-from pmgaft.attacks.pgd import initial_delta
 from pmgaft.training.step import StepContext, attack_seeds
 
 
@@ -73,31 +73,24 @@ def released_pmg_aft_step(ctx: StepContext, step: int, x: torch.Tensor, y: torch
     if method.reduction == "sum" and method.sum_batch is not None:
         raise PmgaftError("released_pmg_aft_step reproduces batch-level KL reductions only (sum_batch=None).")
     x, y = x.to(ctx.device), y.to(ctx.device)
+    positions = torch.arange(len(y)) if positions is None else positions
     frozen = original.clip.visual
     with stock_kernels([ctx.target.clip.visual, frozen]):  # the released code runs open_clip's stock layers
-        return _released_step(ctx, method, original, frozen, step, x, y, tokens, positions)
-
-
-def _released_step(ctx: StepContext, method: PmgAft, original: ZeroShotClassifier, frozen: torch.nn.Module,
-                   step: int, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor,
-                   positions: torch.Tensor | None) -> dict[str, float]:
-    ctx.optimizer.zero_grad(set_to_none=True)
-    if positions is None:
-        positions = torch.arange(len(y))
-    x_adv = _released_attack(ctx, x, y, tokens, attack_seeds(ctx.seed, step, positions))
-    ctx.optimizer.zero_grad(set_to_none=True)  # see the module docstring: keeps the update equal to ours
-    frozen.requires_grad_(True)  # the released model_ori: "frozen" only by not being in the optimizer
-    try:
-        z_adv = _released_logits(ctx.target, x_adv, tokens)
-        z_ori = _released_logits(original, x_adv, tokens)  # with a graph
-        z_clean = _released_logits(ctx.target, x, tokens)
-        terms = pmg_aft_loss(z_adv, z_ori, z_clean, y, alpha=method.alpha, beta=method.beta,
-                             reduction=method.reduction, direction=method.direction)
-        terms["total"].backward()  # through both target passes and the original
-    finally:
-        frozen.requires_grad_(False)
-        for p in frozen.parameters():
-            p.grad = None
-    ctx.optimizer.step()
-    ctx.scheduler.step()
+        ctx.optimizer.zero_grad(set_to_none=True)
+        x_adv = _released_attack(ctx, x, y, tokens, attack_seeds(ctx.seed, step, positions))
+        ctx.optimizer.zero_grad(set_to_none=True)  # see the module docstring: keeps the update equal to ours
+        frozen.requires_grad_(True)  # the released model_ori: "frozen" only by not being in the optimizer
+        try:
+            z_adv = _released_logits(ctx.target, x_adv, tokens)
+            z_ori = _released_logits(original, x_adv, tokens)  # with a graph
+            z_clean = _released_logits(ctx.target, x, tokens)
+            terms = pmg_aft_loss(z_adv, z_ori, z_clean, y, alpha=method.alpha, beta=method.beta,
+                                 reduction=method.reduction, direction=method.direction)
+            terms["total"].backward()  # through both target passes and the original
+        finally:
+            frozen.requires_grad_(False)
+            for p in frozen.parameters():
+                p.grad = None
+        ctx.optimizer.step()
+        ctx.scheduler.step()
     return {key: float(value.detach()) for key, value in terms.items()}

@@ -67,7 +67,8 @@ def measurement(kind: str, timing: Timing, *, batch_size: int, setup_bytes: int,
     ``mfu`` is set by :meth:`Measurement.set_peak` once the run's GEMM peak is known."""
     seconds = timing.median
     m = Measurement(kind, batch_size, seconds, list(timing.samples), list(timing.warmup_seconds),
-                    timing.cpu_median, list(timing.cpu_samples), batch_size / seconds, method, peak_memory_bytes=timing.peak_bytes,
+                    timing.cpu_median, list(timing.cpu_samples), batch_size / seconds, method,
+                    peak_memory_bytes=timing.peak_bytes,
                     memory_bytes=timing.peak_bytes - setup_bytes,
                     step_memory_bytes=timing.peak_bytes - timing.baseline_bytes, memory_reset=timing.memory_reset,
                     extra=extra)

@@ -2,7 +2,8 @@
 
 The context is built as ``pmgaft train`` builds it (``training/loop.py``): the target classifier in train mode
 with only its image tower trainable, a frozen original (:meth:`ZeroShotClassifier.frozen_copy`: its own image
-tower, the text tower shared) for the methods that need one, SGD with momentum (or the method's optimizer default), a constant learning rate, PGD-k at 1/255.
+tower, the text tower shared) for the methods that need one, SGD with momentum (or the method's optimizer
+default), a constant learning rate, PGD-k at 1/255.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Benchmark-only: each variant patches *instances* (the benchmark's own models, optimizer, method) for the
 duration of a ``with`` block and restores them afterwards, so the library is untouched and the released-recipe
-reference always runs unpatched (on open_clip's stock modules, as the released code does). Every variant computes the same function (tests compare outputs); they are
-candidates for the library, measured here first.
+reference always runs unpatched (on open_clip's stock modules, as the released code does). Every variant
+computes the same function (tests compare outputs); they are candidates for the library, measured here first.
 
 * ``stock_kernels`` -- the image towers with open_clip's stock patch convolution and ``nn.MultiheadAttention``
   instead of the fast subclasses every loaded model uses (:mod:`pmgaft.models.fast`): measures what they save.
