@@ -57,12 +57,12 @@ class Shard:
         return x, self.decoded.labels[rows].to(self.device)
 
 
-def _merge(parts: list[dict[int, tuple]], order: list[int]) -> list[tuple]:
-    """Per-position results gathered from every rank, in ``order`` (every position exactly once)."""
+def _gathered(mine: dict[int, tuple], ranks: Dist) -> dict[int, tuple]:
+    """Every rank's per-position results in one dict (ranks hold disjoint positions)."""
     merged: dict[int, tuple] = {}
-    for part in parts:
+    for part in gather(mine, ranks):
         merged.update(part)
-    return [merged[p] for p in order]
+    return merged
 
 
 def clean_pass(shard: Shard, ranks: Dist, progress: Progress | None = None) -> dict[str, list]:
@@ -76,9 +76,9 @@ def clean_pass(shard: Shard, ranks: Dist, progress: Progress | None = None) -> d
                 mine[shard.positions[r]] = (t, p)
             if progress:
                 progress(len(rows))
-    parts = gather(mine, ranks)
-    order = sorted(p for part in parts for p in part)
-    rows = _merge(parts, order)
+    merged = _gathered(mine, ranks)
+    order = sorted(merged)
+    rows = [merged[p] for p in order]
     return {"indices": order, "labels": [t for t, _ in rows], "clean_pred": [p for _, p in rows],
             "clean_correct": [int(t == p) for t, p in rows]}
 
@@ -122,9 +122,7 @@ def attack_cell(shard: Shard, cell: Cell, clean: dict[str, list], protocol: Prot
             if progress:
                 progress(len(chunk))
     info = {**spec.describe(shard.num_classes), **({"reduction": protocol.attack_reduction} if spec.streamed else {})}
-    merged: dict[int, tuple[int, int, int]] = {}
-    for part in gather(mine, ranks):
-        merged.update(part)
+    merged = _gathered(mine, ranks)
     labels = clean["labels"]
     adv_pred, fooled_at, steps_run, robust = [], [], [], []
     for p, t, c, cp in zip(clean["indices"], labels, clean["clean_correct"], clean["clean_pred"]):
