@@ -12,20 +12,20 @@ accumulation a micro-batch's batch-mean KL is multiplied by ``sum_batch`` (the o
 accumulated gradient equals the released code's at the full batch.
 
 ``lean=True`` (``--memory lean``) trades one forward for memory: the clean branch runs under activation
-checkpointing before the adversarial one, so the backward frees the adversarial graph before it recomputes the
-clean one and a single B-image graph is alive at a time (TeCoA's footprint plus the frozen image tower).
+checkpointing (:func:`pmgaft.models.recomputed_logits`, in two segments) before the adversarial one, so the
+backward frees the adversarial graph before it recomputes the clean one, half of it at a time, and a single
+B-image graph is alive at a time (TeCoA's footprint plus the frozen image tower).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS, pmg_aft_loss
 from pmgaft.methods.base import Method, target_logits_pair
-from pmgaft.models import ZeroShotClassifier
+from pmgaft.models import ZeroShotClassifier, recomputed_logits
 
 
 class PmgAft(Method):
@@ -53,13 +53,13 @@ class PmgAft(Method):
     def losses(self, target: ZeroShotClassifier, original: ZeroShotClassifier | None, x: torch.Tensor,
                x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         assert original is not None, "pmg_aft needs the original model"
+        with torch.no_grad():  # first, while no graph is alive: its layers' temporaries come on top of nothing
+            z_ori = original(x_adv)  # [B, C], a constant
         if self.lean:  # z_clean first, without a stored graph: its backward recomputes it after z_adv's is freed
-            z_clean = checkpoint(target, x, use_reentrant=False)
+            z_clean = recomputed_logits(target, x)
             z_adv = target(x_adv)
         else:
             z_adv, z_clean = target_logits_pair(target, x_adv, x)  # [B, C] each, with grad
-        with torch.no_grad():
-            z_ori = original(x_adv)  # [B, C], a constant
         if self.reduction == "sum" and self.sum_batch is not None:
             # sum over the optimizer batch == sum_batch x the batch mean (exact at micro-batch = batch)
             terms = pmg_aft_loss(z_adv, z_ori, z_clean, y, alpha=self.alpha, beta=self.beta,

@@ -5,10 +5,11 @@ from pmgaft.models.checkpoint import (ModelRecord, all_finite, checkpoint_record
 from pmgaft.models.fast import stock_kernels, use_fast_kernels
 from pmgaft.models.files import WeightsFile, read_weights
 from pmgaft.models.loading import NORMALIZATIONS, LoadedClip, list_models, load_clip, register_model_configs
+from pmgaft.models.recompute import recomputed_logits
 from pmgaft.models.zeroshot import (ZeroShotClassifier, build_text_embeddings, preprocess_images,
                                     text_tower_hash)
 
 __all__ = ["NORMALIZATIONS", "LoadedClip", "ModelRecord", "WeightsFile", "ZeroShotClassifier", "all_finite",
            "build_text_embeddings", "checkpoint_record", "list_models", "load_clip", "model_record",
-           "preprocess_images", "read_metadata", "read_weights", "register_model_configs", "save_weights",
-           "stock_kernels", "text_tower_hash", "use_fast_kernels", "weights_metadata"]
+           "preprocess_images", "read_metadata", "read_weights", "recomputed_logits", "register_model_configs",
+           "save_weights", "stock_kernels", "text_tower_hash", "use_fast_kernels", "weights_metadata"]
