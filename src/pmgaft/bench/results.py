@@ -84,16 +84,19 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(measurements: dict[str, Measurement]) -> str:
-    """A fixed-width table of the measurements (one row each)."""
+    """A fixed-width table of the measurements (one row each); ``tensor MiB`` when ``--tensor-memory`` measured."""
     width = max([len("measurement"), *map(len, measurements)])
+    tensors = any("tensor_memory_bytes" in m.extra for m in measurements.values())
     header = (f"{'measurement':<{width}} {'s/step':>9} {'cpu s':>9} {'images/s':>9} {'F/img':>6} {'GFLOP/step':>11} "
-              f"{'GFLOP/s':>8} {'MFU':>6} {'peak MiB':>9} {'mem MiB':>8}")
+              f"{'GFLOP/s':>8} {'MFU':>6} {'peak MiB':>9} {'mem MiB':>8}" + (f" {'tensor MiB':>10}" if tensors else ""))
     rows = [header, "-" * len(header)]
     for name, m in measurements.items():
+        tensor_bytes = m.extra.get("tensor_memory_bytes")
         rows.append(f"{name:<{width}} {m.step_seconds:>9.4g} {m.cpu_seconds:>9.4g} {m.images_per_s:>9.4g} "
                     f"{_fmt(m.forward_equivalents, 'd'):>6} "
                     f"{_fmt(None if m.useful_flops is None else m.useful_flops / 1e9, '.4g'):>11} "
                     f"{_fmt(None if m.achieved_flops_per_s is None else m.achieved_flops_per_s / 1e9, '.4g'):>8} "
                     f"{'-' if m.mfu is None else format(100 * m.mfu, '.1f') + '%':>6} "
-                    f"{m.peak_memory_bytes / 2**20:>9.0f} {m.memory_bytes / 2**20:>8.0f}")
+                    f"{m.peak_memory_bytes / 2**20:>9.0f} {m.memory_bytes / 2**20:>8.0f}"
+                    + (f" {_fmt(None if tensor_bytes is None else tensor_bytes / 2**20, '.0f'):>10}" if tensors else ""))
     return "\n".join(rows)

@@ -15,6 +15,8 @@ computes the same function (tests compare outputs); they are candidates for the 
   for one ``with`` block, i.e. one step): one forward less.
 * ``lean_memory`` (pmg_aft) -- ``pmgaft train --memory lean`` (:class:`pmgaft.methods.PmgAft` ``lean=True``): the
   clean branch is recomputed in the backward, so one B-image graph is alive at a time, for one more forward.
+* ``fast_memory`` (pmg_aft) -- ``pmgaft train --memory fast``: one forward of the concatenated batch, both
+  branches' graphs alive together. Each of the two is a no-op where it is already the method's mode.
 """
 from __future__ import annotations
 
@@ -86,21 +88,30 @@ def reuse_original(towers: Sequence[nn.Module], ctx: StepContext | None = None) 
 
 
 @contextlib.contextmanager
-def lean_memory(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> Iterator[None]:
+def _memory_mode(ctx: StepContext | None, lean: bool) -> Iterator[None]:
     method = ctx.method if ctx is not None else None
-    if not isinstance(method, PmgAft) or method.lean:
+    if not isinstance(method, PmgAft) or method.lean == lean:
         yield
         return
-    method.lean = True
+    method.lean = lean
     try:
         yield
     finally:
-        method.lean = False
+        method.lean = not lean
+
+
+def lean_memory(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> ContextManager[None]:
+    return _memory_mode(ctx, lean=True)
+
+
+def fast_memory(towers: Sequence[nn.Module], ctx: StepContext | None = None) -> ContextManager[None]:
+    return _memory_mode(ctx, lean=False)
 
 
 VARIANTS: dict[str, Variant] = {"stock_kernels": stock_kernels,
                                 "math_attention": math_attention, "sgd_foreach": sgd_foreach,
-                                "reuse_original": reuse_original, "lean_memory": lean_memory}
+                                "reuse_original": reuse_original, "lean_memory": lean_memory,
+                                "fast_memory": fast_memory}
 
 
 @contextlib.contextmanager
