@@ -2,13 +2,14 @@
 # make test        setup + the test suite
 # make quickstart  setup + the whole PMG-AFT story on a CPU in minutes
 # make bench       setup + `pmgaft bench`: training steps, PGD, clean eval; time, FLOPs, MFU, memory (ARGS=...)
+# make gpu-check   setup + `pmgaft gpu-check`: on one CUDA GPU in minutes, bf16 vs fp32, bench, compile, torchrun
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pmgaft-installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup test quickstart bench clean
+.PHONY: setup test quickstart bench gpu-check clean
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-pinned.txt requirements-nodeps.txt
@@ -32,6 +33,9 @@ quickstart: setup
 
 bench: setup
 	$(VENV)/bin/pmgaft bench $(ARGS)
+
+gpu-check: setup
+	$(VENV)/bin/pmgaft gpu-check $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("pmgaft.evaluation.reproduce", "train + evaluate the paper's methods, paper-style table"),
     "quickstart": ("pmgaft.quickstart", "the whole PMG-AFT story on real images, on a CPU, in minutes"),
     "bench": ("pmgaft.bench.cli", "time training steps, attacks, inference and data loading (FLOPs, MFU, memory)"),
+    "gpu-check": ("pmgaft.bench.gpu_check_cli", "on a CUDA GPU: bf16 vs fp32 steps and PGD, bench at batch 256, "
+                  "compile, torchrun"),
 }
 
 

@@ -26,14 +26,15 @@ Progress = Callable[[int], None]
 
 
 class Autocast(nn.Module):
-    """Forward under CUDA autocast (bf16/fp16), logits out in fp32; attack gradients stay fp32 (pmgaft.attacks)."""
+    """Forward under autocast (bf16/fp16) on the input's device, logits out in fp32; attack gradients stay fp32
+    (pmgaft.attacks). The grid uses it on CUDA only; the GPU check's CPU tests run it on the CPU."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         self.model, self.dtype = model, dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=self.dtype):
+        with torch.autocast(x.device.type, dtype=self.dtype):
             return self.model(x).float()
 
 

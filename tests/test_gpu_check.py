@@ -1,0 +1,78 @@
+"""``pmgaft gpu-check`` (``make gpu-check``) on a CPU: the one-line skip without CUDA, bad flags, the verdicts, and
+every check run for real with ``--device cpu`` on pmgaft-micro (bf16 autocast on the CPU, torch.compile's eager
+backend, torchrun with 2 gloo processes)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pmgaft.bench import gpu_check
+from pmgaft.bench.gpu_check import GpuCheckConfig, check_precision
+from pmgaft.bench.harness import build_harness
+from pmgaft.cli import main
+
+MICRO = ["--device", "cpu", "--model", "pmgaft-micro", "--classes", "10", "--check-batch", "8"]
+
+
+def test_without_cuda_it_says_so_in_one_line_and_exits_0(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gpu-check", "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no CUDA GPU here" in out
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--check-batch", "1"], "--check-batch and --classes must be >= 2"),
+    (["--nproc", "0"], "--nproc >= 1"),
+    (["--device", "cuda"], "CUDA is not available"),
+])
+def test_bad_flags_fail_before_any_work(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gpu-check", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_low_precision_step_that_disagrees_fails_the_check(monkeypatch):
+    harness = build_harness("pmgaft-micro", classes=10, device=torch.device("cpu"))
+    real = gpu_check._step
+
+    def off_by_5_percent(harness, name, x, y, *, low, seed):
+        terms, update = real(harness, name, x, y, low=low, seed=seed)
+        return ({k: v * 1.05 for k, v in terms.items()} if low else terms), update
+    monkeypatch.setattr(gpu_check, "TRAINABLE", ["tecoa"])
+    config = GpuCheckConfig(model="pmgaft-micro", device="cpu", check_batch=4, classes=10)
+    (row,) = check_precision(config, harness)
+    assert row.ok and row.numbers["update_cosine"] > 0.99
+    monkeypatch.setattr(gpu_check, "_step", off_by_5_percent)
+    (row,) = check_precision(config, harness)
+    assert not row.ok and row.numbers["term_gap"] > 0.04
+
+
+def test_the_pgd_check_finds_an_eps_that_breaks_images_and_compares_robust_sets(tmp_path):
+    out = tmp_path / "g.json"
+    assert main(["gpu-check", *MICRO, "--check-batch", "32", "--only", "pgd", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    robust = row["numbers"]["robust_fp32"]
+    assert row["ok"] and len(robust) == 32 and sum(robust) <= 0.75 * 32  # at least a quarter broken
+    assert row["numbers"]["eps_255"] in gpu_check.EPS_LADDER and row["numbers"]["bf16_logit_error"] > 0
+
+
+@pytest.mark.slow
+def test_every_check_runs_on_the_cpu(tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert main(["gpu-check", *MICRO, "--batch-size", "4", "--compile-backend", "eager", "--nproc", "2",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = {(r["check"], r["subject"]): r for r in doc["rows"]}
+    assert doc["ok"] and set(doc["seconds"]) == set(gpu_check.CHECKS)
+    assert {s for c, s in rows if c == "precision"} == set(gpu_check.TRAINABLE)
+    assert {"train:pmg_aft", "train:pmg_aft+lean_memory", "released:pmg_aft", "pgd", "clean"} <= {
+        s for c, s in rows if c == "bench"}
+    assert rows[("bench", "train:tecoa")]["numbers"]["batch_size"] == 4
+    assert rows[("compile", "eager, PGD-2")]["ok"] and rows[("torchrun", "gloo all-reduce")]["ok"]
+    assert rows[("torchrun", "2 process(es): train + eval")]["numbers"]["train_returncode"] == 0
+    table = capsys.readouterr().out
+    assert "all checks agree" in table and table.count("\nprecision ") == len(gpu_check.TRAINABLE)
