@@ -51,6 +51,18 @@ def test_a_low_precision_step_that_disagrees_fails_the_check(monkeypatch):
     assert not row.ok and row.numbers["term_gap"] > 0.04
 
 
+def test_a_check_that_raises_is_a_failed_row_and_the_others_still_run(monkeypatch):
+    def broken(config, harness):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setitem(gpu_check.CHECKS, "bench", broken)
+    monkeypatch.setitem(gpu_check.CHECKS, "pgd", lambda config, harness: [gpu_check.Row("pgd", "x", "1", ok=True)])
+    doc = gpu_check.run_gpu_check(GpuCheckConfig(model="pmgaft-micro", device="cpu", classes=10,
+                                                 checks=("bench", "pgd")))
+    assert not doc["ok"] and [(r["check"], r["subject"], r["ok"]) for r in doc["rows"]] == [
+        ("bench", "error", False), ("pgd", "x", True)]
+    assert "out of memory" in doc["rows"][0]["measured"]
+
+
 def test_the_pgd_check_finds_an_eps_that_breaks_images_and_compares_robust_sets(tmp_path):
     out = tmp_path / "g.json"
     assert main(["gpu-check", *MICRO, "--check-batch", "32", "--only", "pgd", "--json", str(out)]) == 0

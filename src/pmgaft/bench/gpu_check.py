@@ -69,7 +69,6 @@ class GpuCheckConfig:
     compile_backend: str = "inductor"
     nproc: int = 1  # torchrun processes (one GPU each)
     checks: tuple[str, ...] = ()  # () = all of CHECKS
-    work_dir: Path | None = None  # the torchrun run's files (default: a temporary folder)
 
 
 @dataclass
@@ -238,8 +237,7 @@ def check_torchrun(config: GpuCheckConfig, harness: Harness) -> list[Row]:
 
     device = harness.device
     with tempfile.TemporaryDirectory(prefix="pmgaft-gpu-check-") as tmp:
-        root = Path(config.work_dir or tmp)
-        run, results = root / "run", root / "results"
+        run, results = Path(tmp) / "run", Path(tmp) / "results"
         train = _launch(config, device, ["train", "--model", config.model, "--pretrained", "none", "--dataset",
                                          "digits", "--out-dir", str(run), "--batch-size", "8", "--max-steps", "2",
                                          "--val-size", "8", "--val-attack-steps", "1", "--num-workers", "0"])
@@ -293,10 +291,10 @@ def run_gpu_check(config: GpuCheckConfig, *, echo: Callable[[str], None] = lambd
         try:
             rows += CHECKS[name](config, harness)
         except Exception as err:  # a failed piece is a row, the others still run
-            rows.append(Row(name, "error", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", ok=False))
+            first = (str(err).splitlines() or [""])[0][:200]
+            rows.append(Row(name, "error", f"{type(err).__name__}: {first}", ok=False))
         seconds[name] = time.perf_counter() - start
-    return {"schema": SCHEMA, "environment": environment(device), "config": {k: str(v) if isinstance(v, Path) else v
-                                                                              for k, v in asdict(config).items()},
+    return {"schema": SCHEMA, "environment": environment(device), "config": asdict(config),
             "ok": all(r.ok is not False for r in rows), "seconds": seconds, "rows": [asdict(r) for r in rows]}
 
 
