@@ -68,7 +68,7 @@ def test_bench_json_has_the_documented_keys_and_sane_values(bench_json):
     assert data["images"] == 5 and data["seconds_per_image"] > 0 and data["mfu"] is None
     assert bench_json["comparisons"]["pmg_aft_speedup_vs_released"] > 0
     assert bench_json["comparisons"]["pmg_aft_memory_vs_tecoa"] > 0
-    assert bench_json["comparisons"]["pmg_aft_tensor_memory_vs_tecoa"] > 1  # a frozen copy and a 2B-image graph
+    assert bench_json["comparisons"]["pmg_aft_tensor_memory_vs_tecoa"] > 1  # a frozen copy of the image tower
     # the released arithmetic also keeps a graph through the frozen model and its weight gradients
     assert 0 < bench_json["comparisons"]["pmg_aft_tensor_memory_vs_released"] < 1
 
@@ -181,7 +181,7 @@ def test_every_variant_keeps_the_step_result(name, method):
     # the patches are gone afterwards
     assert type(patched.target.clip.visual.conv1) is PatchEmbedding
     assert type(patched.method) is type(ours.method) and "image_features" not in vars(patched.original)
-    assert not getattr(patched.method, "lean", False)
+    assert getattr(patched.method, "lean", None) == getattr(ours.method, "lean", None)
 
 
 def test_reuse_original_saves_one_original_forward_in_fare():

@@ -108,10 +108,11 @@ def test_two_ranks_equal_one_process_and_their_checkpoint_resumes_under_one(data
 
 
 def test_lean_memory_under_two_ranks_trains_the_same_weights(data_root: Path, tmp_path: Path) -> None:
-    """``--memory lean`` recomputes the clean branch inside DDP's backward: still one all-reduce, same weights."""
+    """``--memory lean`` (the default) recomputes the clean branch inside DDP's backward: still one all-reduce per
+    step, the weights of ``--memory fast`` in one process."""
     lean, fast = tmp_path / "lean", tmp_path / "fast"
     run = _torchrun(micro_argv(data_root, lean, *FLAGS, "--grad-accum", "2", "--memory", "lean"))
-    assert main(micro_argv(data_root, fast, *FLAGS)) == 0
+    assert main(micro_argv(data_root, fast, *FLAGS, "--memory", "fast")) == 0
     output, _ = run.communicate(timeout=300)
     assert run.returncode == 0, output[-3000:]
     assert read_metadata(lean / "last.safetensors")["step"] == "3"

@@ -27,7 +27,8 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
     clean        1          no-grad forward
     ===========  =========  ==========================================================================
 
-(FARE's implementation computes ``original(x)`` twice, in its attack and in its loss: 2k + 5 executed.)
+(FARE's implementation computes ``original(x)`` twice, in its attack and in its loss: 2k + 5 executed. PMG-AFT's
+default ``--memory lean`` recomputes the clean forward in the backward: 2k + 8 executed, 2k + 7 counted.)
 """
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ computes the same function (tests compare outputs); they are candidates for the 
 * ``reuse_original`` (fare) -- FARE's attack and its loss both compute the frozen original's clean embeddings
   ``original(x)``; the second call returns the first call's result (same tensor ``x``, no grad; the memo lives
   for one ``with`` block, i.e. one step): one forward less.
-* ``lean_memory`` (pmg_aft) -- ``pmgaft train --memory lean`` (:class:`pmgaft.methods.PmgAft` ``lean=True``): the
-  clean branch is recomputed in the backward, so one B-image graph is alive at a time, for one more forward.
 * ``fast_memory`` (pmg_aft) -- ``pmgaft train --memory fast``: one forward of the concatenated batch, both
-  branches' graphs alive together. Each of the two is a no-op where it is already the method's mode.
+  branches' graphs alive together, no recomputation.
+* ``lean_memory`` (pmg_aft) -- ``pmgaft train --memory lean``, the default (:class:`pmgaft.methods.PmgAft`
+  ``lean=True``): the clean branch is recomputed in the backward, so one B-image graph is alive at a time, for one
+  more forward. Each of the two is a no-op where it is already the method's mode.
 """
 from __future__ import annotations
 

@@ -96,8 +96,8 @@ def fine_tune_config(method: str, pretrained: Path, args: argparse.Namespace) ->
                 "eps": args.eps, "step_size": args.eps / 2, "attack_steps": 2, "val_size": 500,
                 "val_attack_steps": 5, "seed": args.seed, "device": "cpu", "num_workers": 0,
                 "progress": not args.no_progress}
-    if method == "pmg_aft":
-        settings.update(alpha=args.alpha, beta=args.beta)
+    if method == "pmg_aft":  # a small model on the CPU: memory is no constraint, so no recomputation
+        settings.update(alpha=args.alpha, beta=args.beta, memory="fast")
     if args.max_steps:
         settings["max_steps"] = args.max_steps
     return settings

@@ -84,7 +84,7 @@ class TrainConfig:
     attack_reduction: str = "sum"  # "mean": the released codes' batch-mean attack objective (opt-in)
     # validation (PGD on the held-out split)
     val_attack_steps: int = 10
-    memory: str = "fast"  # "lean": PMG-AFT recomputes its clean branch in the backward (same gradients)
+    memory: str = "lean"  # PMG-AFT recomputes its clean branch in the backward; "fast": keeps both graphs
     # run control
     device: str = "auto"
     max_steps: int | None = None
