@@ -11,7 +11,8 @@ as our PMG-AFT step and does what ``PMG_AFT.py``'s ``train()`` does per step (PA
    and computes its weight gradients; the three image forwards are separate calls.
 
 Forward-equivalents of the image tower per image: 3k (attack) + 3 (forwards) + 6 (three weight backwards) =
-15 at k = 2, versus our 2k + 7 = 11; plus (k + 3) x C text-prompt forwards per batch.
+15 at k = 2, versus our 2k + 7 = 11 (12 executed under the default ``--memory lean``, which recomputes the clean
+forward); plus (k + 3) x C text-prompt forwards per batch.
 
 Left out, so this reference is a lower bound on the released cost: the text tower runs without grad (the released
 code back-propagates into it too), and fp16 autocast (ours and this run in the same precision).
