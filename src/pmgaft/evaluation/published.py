@@ -167,14 +167,13 @@ def published_rows(protocol: str | None = None, method: str | None = None) -> li
     """The rows, optionally of one protocol and/or method; a PmgaftError for a name no row has."""
     rows = list(_rows())
     for what, value in (("protocol", protocol), ("method", method)):
-        if value is None:
-            continue
         known = sorted({getattr(r, what) for r in rows})
-        if value not in known:
+        if value is not None and value not in known:
             raise PmgaftError(f"no published numbers for {what} {value!r}.{did_you_mean(value, known)} "
                               f"(`pmgaft published` lists every row.)")
-        rows = [r for r in rows if getattr(r, what) == value]
-    if not rows:
-        raise PmgaftError(f"no published row has protocol {protocol!r} and method {method!r}; `pmgaft published "
-                          f"--protocol {protocol}` lists that protocol's methods.")
-    return rows
+    chosen = [r for r in rows if protocol in (None, r.protocol) and method in (None, r.method)]
+    if not chosen:
+        methods = ", ".join(sorted({r.method for r in rows if r.protocol == protocol}))
+        raise PmgaftError(f"no published row has method {method!r} under protocol {protocol!r}; that protocol's "
+                          f"methods: {methods}.")
+    return chosen
