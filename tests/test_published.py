@@ -30,7 +30,7 @@ def _row(row_id: str):
 
 def test_every_row_names_real_protocols_attacks_datasets_and_methods():
     rows = published_rows()
-    assert len(rows) == 18
+    assert len(rows) >= 18
     for r in rows:
         assert r.protocol in set(PROTOCOLS) | PENDING_PROTOCOLS, r.id
         assert set(r.datasets) <= set(DATASETS) | PENDING_DATASETS, r.id
@@ -38,7 +38,6 @@ def test_every_row_names_real_protocols_attacks_datasets_and_methods():
         assert base in set(METHODS) | {"clip", "ft_adv"} and defence in ("", "ttc", "random-noise"), r.id
         assert r.backbone == "ViT-B-32" and r.weights == "openai" and r.source.url.startswith("https://")
         assert r.train_dataset in (None, "tinyimagenet")
-    assert not any(r.method.startswith("agft") for r in rows)  # no AGFT numbers could be read in its sources
 
 
 def test_spot_values_match_the_sources():
@@ -83,6 +82,7 @@ def test_averages_are_the_means_of_their_sets_unless_the_row_says_the_source_dis
     (lambda r: r.update(attack="fgsm"), "not a registered attack"),
     (lambda r: r.update(steps=None), "steps must be an int"),
     (lambda r: r.update(average={"over": "nowhere", "robust": 1.0}), "dataset group"),
+    (lambda r: r.update(average={"over": "tga-zsr-16"}), "dataset group"),
     (lambda r: r.update(inconsistent=["robust.cifar10"]), "inconsistent"),
 ])
 def test_a_malformed_row_is_rejected(edit, error):

@@ -17,6 +17,7 @@ from typing import Any
 
 from pmgaft.attacks import ATTACKS
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.results import Cell
 from pmgaft.utils import did_you_mean
 
 SCHEMA = "pmgaft.published/1"
@@ -67,8 +68,6 @@ class PublishedRow:
     @property
     def attack_id(self) -> str:
         """As result cards spell it: ``pgd100``, ``apgd-ce-dlr``."""
-        from pmgaft.evaluation.results import Cell
-
         return Cell("", "", self.attack, self.eps_255, self.steps or 0).attack_id
 
     @property
@@ -120,11 +119,12 @@ def parse_row(raw: dict[str, Any], sources: dict[str, Source], groups: dict[str,
     average = None
     if raw["average"] is not None:
         a = raw["average"]
-        if a.get("over") not in groups or not set(a) <= {"over", "robust", "clean"}:
+        if (a.get("over") not in groups or not set(a) <= {"over", "robust", "clean"}
+                or a.get("robust") is None and a.get("clean") is None):
             raise ValueError(f"row {rid}: average needs 'over' (a dataset group) and robust and/or clean")
-        average = Average(a["over"], groups[a["over"]], *(None if a.get(k) is None else
-                                                          _percent(a[k], f"row {rid} average.{k}")
-                                                          for k in ("robust", "clean")))
+        robust_avg, clean_avg = (None if a.get(k) is None else _percent(a[k], f"row {rid} average.{k}")
+                                 for k in ("robust", "clean"))
+        average = Average(a["over"], groups[a["over"]], robust_avg, clean_avg)
     robust, clean = _per_set(raw["robust"], f"row {rid} robust"), _per_set(raw["clean"], f"row {rid} clean")
     if average and not set(robust) | set(clean) <= set(average.datasets):
         raise ValueError(f"row {rid}: per-set values for sets outside its average's group {average.over}")
