@@ -217,7 +217,7 @@ def test_protocols_and_overrides():
 
 
 @pytest.mark.parametrize("module", ["pmgaft.evaluation.cli", "pmgaft.evaluation.report", "pmgaft.evaluation.reproduce",
-                                    "pmgaft.data.cli", "pmgaft.training.cli"])
+                                    "pmgaft.evaluation.published_cli", "pmgaft.data.cli", "pmgaft.training.cli"])
 def test_every_flag_has_help(module):
     """Each option of eval/report/reproduce/datasets/train says what it is (no bare flags, no placeholders)."""
     import argparse

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pmgaft.training.cli", "fine-tune CLIP's image encoder (PMG-AFT or a baseline)"),
     "eval": ("pmgaft.evaluation.cli", "zero-shot clean/robust accuracy over models x datasets x attacks x eps"),
     "report": ("pmgaft.evaluation.report", "tables and plots from a results directory"),
+    "published": ("pmgaft.evaluation.published_cli", "the papers' published numbers (what --compare puts beside yours)"),
     "datasets": ("pmgaft.data.cli", "list the registered datasets and whether they are present"),
     "reproduce": ("pmgaft.evaluation.reproduce", "train + evaluate the paper's methods, paper-style table"),
     "quickstart": ("pmgaft.quickstart", "the whole PMG-AFT story on real images, on a CPU, in minutes"),
