@@ -216,7 +216,7 @@ def test_protocols_and_overrides():
     assert p.eps == (8.0,) and p.samples_for("imagenet") == 50 and p.prompts == "ensemble"
 
 
-@pytest.mark.parametrize("module", ["pmgaft.evaluation.cli", "pmgaft.evaluation.report", "pmgaft.evaluation.reproduce",
+@pytest.mark.parametrize("module", ["pmgaft.evaluation.cli", "pmgaft.evaluation.report", "pmgaft.reproduce",
                                     "pmgaft.data.cli", "pmgaft.training.cli"])
 def test_every_flag_has_help(module):
     """Each option of eval/report/reproduce/datasets/train says what it is (no bare flags, no placeholders)."""
