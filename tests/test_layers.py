@@ -1,8 +1,9 @@
 """The package's layers: the library below, the orchestrators (quickstart, reproduce, bench) and the CLI above.
 
-Evaluation must not import training, bench or the orchestrators, and no library package imports ``pmgaft.cli``.
+Building blocks (models, attacks, data, prompts, losses, methods) import neither training nor evaluation;
+evaluation does not import training; no library package imports bench, the orchestrators or ``pmgaft.cli``.
 Checked twice: statically, every ``import``/``from`` statement of every module (also those inside functions), and
-dynamically, by importing every library module in a fresh interpreter and reading ``sys.modules``.
+dynamically, by importing each layer's modules in a fresh interpreter, lowest first, and reading ``sys.modules``.
 """
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ import pytest
 import pmgaft
 
 PACKAGE = Path(pmgaft.__file__).parent
-LIBRARY = ("pmgaft.models", "pmgaft.attacks", "pmgaft.data", "pmgaft.prompts", "pmgaft.losses", "pmgaft.methods",
-           "pmgaft.evaluation", "pmgaft.training")
-ABOVE_EVALUATION = ("pmgaft.training", "pmgaft.bench", "pmgaft.quickstart", "pmgaft.reproduce", "pmgaft.cli")
-# package -> the modules it must never import
-FORBIDDEN = {package: ("pmgaft.cli",) for package in LIBRARY} | {"pmgaft.evaluation": ABOVE_EVALUATION}
+ABOVE_LIBRARY = ("pmgaft.bench", "pmgaft.quickstart", "pmgaft.reproduce", "pmgaft.cli")
+# the library's layers, lowest first: (packages, the modules they must never import)
+LAYERS = (
+    (("pmgaft.models", "pmgaft.attacks", "pmgaft.data", "pmgaft.prompts", "pmgaft.losses", "pmgaft.methods"),
+     ("pmgaft.training", "pmgaft.evaluation", *ABOVE_LIBRARY)),
+    (("pmgaft.evaluation",), ("pmgaft.training", *ABOVE_LIBRARY)),
+    (("pmgaft.training",), ABOVE_LIBRARY),
+)
+FORBIDDEN = {package: forbidden for packages, forbidden in LAYERS for package in packages}
 
 
 def module_name(path: Path) -> str:
@@ -63,6 +68,10 @@ def test_the_checker_catches_a_forbidden_import():
         "pmgaft.evaluation.report imports pmgaft.cli"]
     assert violations("pmgaft.methods", imported_names("import pmgaft.cli", "pmgaft.methods", True)) == [
         "pmgaft.methods imports pmgaft.cli"]
+    assert violations("pmgaft.models.loading", {"pmgaft.evaluation.grid", "pmgaft.utils"}) == [
+        "pmgaft.models.loading imports pmgaft.evaluation.grid"]
+    assert violations("pmgaft.training.loop", {"pmgaft.bench", "pmgaft.models"}) == [
+        "pmgaft.training.loop imports pmgaft.bench"]
     # allowed: the orchestrators import what they orchestrate; cli_args is not the CLI
     assert violations("pmgaft.reproduce.command", {"pmgaft.training", "pmgaft.bench.costs"}) == []
     assert violations("pmgaft.evaluation.cli", {"pmgaft.cli_args", "pmgaft.data"}) == []
@@ -76,28 +85,31 @@ def test_no_module_imports_across_the_layers():
     assert found == []
 
 
+def _forbidden_loaded(loaded: list[str], forbidden: tuple[str, ...]) -> list[str]:
+    return [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
+
+
 def test_importing_the_library_loads_nothing_above_it():
-    """Every library module imported in a fresh interpreter: evaluation first, then the rest."""
+    """Every library module imported in a fresh interpreter, layer by layer, lowest first."""
     script = f"""
 import importlib, json, pkgutil, sys
-def load(package):
-    root = importlib.import_module(package)
-    for info in pkgutil.walk_packages(getattr(root, "__path__", []), package + "."):
-        importlib.import_module(info.name)
-loaded = {{}}
-for package in ["pmgaft.evaluation", *{list(LIBRARY)!r}]:
-    load(package)
-    loaded.setdefault(package, sorted(m for m in sys.modules if m.startswith("pmgaft.")))
+loaded = []
+for packages in {[list(packages) for packages, _ in LAYERS]!r}:
+    for package in packages:
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(getattr(root, "__path__", []), package + "."):
+            importlib.import_module(info.name)
+    loaded.append(sorted(m for m in sys.modules if m.startswith("pmgaft.")))
 print(json.dumps(loaded))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout.splitlines()[-1])
-    after_evaluation = loaded["pmgaft.evaluation"]
-    assert "pmgaft.evaluation.grid" in after_evaluation and "pmgaft.evaluation.cli" in after_evaluation
-    assert [m for m in after_evaluation if any(m == b or m.startswith(b + ".") for b in ABOVE_EVALUATION)] == []
-    assert "pmgaft.cli" not in loaded[LIBRARY[-1]] and "pmgaft.training.loop" in loaded[LIBRARY[-1]]
+    assert "pmgaft.methods.pmg_aft" in loaded[0] and "pmgaft.evaluation.cli" in loaded[1]
+    assert "pmgaft.training.loop" in loaded[2]
+    for (_, forbidden), modules in zip(LAYERS, loaded):
+        assert _forbidden_loaded(modules, forbidden) == []
 
 
 @pytest.mark.parametrize("orchestrator", ["pmgaft.reproduce", "pmgaft.quickstart"])
