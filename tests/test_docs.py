@@ -1,5 +1,6 @@
-"""The documentation stands alone: every relative link in README.md and docs/*.md resolves to a file (and heading)
-of the repository, nothing points outside it, and the README stays a short front door that names CI's command."""
+"""The documentation stands alone: every relative link in README.md, docs/ and configs/ resolves to a file (and
+heading) of the repository, nothing (documents, docstrings, comments, data notes) points outside it, and the README
+stays a short front door that names CI's command."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "configs").rglob("*.md"))]
+SOURCES = [p for folder in ("src", "tests", "configs") for p in sorted((ROOT / folder).rglob("*"))
+           if p.suffix in (".py", ".json", ".yaml", ".md", ".txt") and p != Path(__file__).resolve()]
 README_MAX_LINES = 150
 # notes that live outside the repository: a user's clone has none of them
 OUTSIDE_NAMES = re.compile(r"\b(?:PAPER|PROTOCOLS|FIELD)\.md\b|\.\./shared\b")
@@ -98,6 +101,13 @@ def test_slugs_follow_github():
 @pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_link_resolves_inside_the_repository(doc):
     assert link_problems(doc) == []
+
+
+def test_no_source_file_names_notes_outside_the_repository():
+    """Docstrings, comments, configs and data notes point at docs/, never at files a clone does not have."""
+    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in SOURCES
+             for m in OUTSIDE_NAMES.finditer(p.read_text(encoding="utf-8", errors="replace"))]
+    assert found == []
 
 
 def test_the_docs_pages_exist():
