@@ -255,7 +255,7 @@ def test_transform_identity() -> None:
 
 # --- standard sizes, the whole-set split, select ------------------------------------------------------------
 
-# PROTOCOLS.md §A: the images each set is scored on by the reference protocols (split, count)
+# docs/protocols.md: the images each set is scored on by the reference protocols (split, count)
 REFERENCE_COUNTS = {
     "tinyimagenet": ("test", 10_000), "cifar10": ("test", 10_000), "cifar100": ("test", 10_000),
     "stl10": ("test", 8_000), "sun397": ("all", 108_754), "food101": ("test", 25_250),

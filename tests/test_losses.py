@@ -1,4 +1,4 @@
-"""The loss functions against their written formulas (PAPER.md)."""
+"""The loss functions against their written formulas (docs/training.md)."""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,5 @@
 """Every registered method: loss terms where theory pins them, one SGD step lowers the loss, frozen original;
-the text-guided attention maps of TGA-ZSR and Comp-TGA against a hand-written computation of PROTOCOLS.md §A."""
+the text-guided attention maps of TGA-ZSR and Comp-TGA against a hand-written computation of docs/protocols.md."""
 from __future__ import annotations
 
 import copy
@@ -154,7 +154,7 @@ def test_attack_reduction_config_key() -> None:
 
 
 def test_mean_reduction_is_the_released_arithmetic(micro_clip) -> None:
-    """Batch-mean CE on raw-cosine logits under fp16 autocast underflows (PAPER.md, "Known flaw"): fewer pixels
+    """Batch-mean CE on raw-cosine logits under fp16 autocast underflows (docs/protocols.md): fewer pixels
     move than with pmgaft's summed objective. At fp32 the two take exactly the same sign steps."""
     model, tokenizer = micro_clip
     target = ZeroShotClassifier.build(model, tokenizer, [f"class {i}" for i in range(10)], ["a photo of a {}"],
@@ -177,7 +177,7 @@ def test_mean_reduction_is_the_released_arithmetic(micro_clip) -> None:
 
 
 def _handwritten_tokens(clip: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """PROTOCOLS.md §A's tokens, written out: all 1 + N output tokens after ln_post and the projection."""
+    """docs/protocols.md's tokens, written out: all 1 + N output tokens after ln_post and the projection."""
     v = clip.visual
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)

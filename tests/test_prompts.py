@@ -107,7 +107,7 @@ def test_caltech101_drops_clip_benchmarks_background_class():
     assert len(cb) == 102 and cb[0] == "background"
     assert curated_classnames("caltech101") == cb[1:]
     assert curated_classnames("caltech101")[:2] == ["off-center face", "centered face"]  # Faces, Faces_easy
-    # the paper style uses the raw folder names instead (§A); they are aligned with clip-benchmark's list
+    # the paper style uses the raw folder names instead (tga-zsr); they are aligned with clip-benchmark's list
     raw = data_json("paper")["datasets"]["caltech101"]["raw_classnames"]
     assert raw == sorted(raw) and len(raw) == 101 and "BACKGROUND_Google" not in raw
     assert [r for r, c in zip(raw, cb[1:]) if r.lower().replace("_", " ") == c.lower()][:3] == ["accordion", "anchor",
@@ -274,7 +274,7 @@ def test_clip_benchmark_python_code_is_never_imported(monkeypatch):
     assert not [m for m in sys.modules if m.split(".")[0] == "clip_benchmark"]
 
 
-# --- the reference (PROTOCOLS.md §A) names and prompts --------------------------------------------------------
+# --- the reference (docs/protocols.md) names and prompts ------------------------------------------------------------
 
 def _refine(name: str) -> str:
     return name.lower().replace("_", " ").replace("-", " ").replace("/", " ")

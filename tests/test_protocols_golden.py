@@ -1,7 +1,7 @@
 """Golden tests: per protocol, the images the attack sees, the prompts and the logits equal a hand computation.
 
 A 48 px micro CLIP (so that resizing is visible), CIFAR-10 (32 px) and DTD (non-square JPEG-named images) in
-their real layouts with textured images; the hand computation follows PROTOCOLS.md §A / §B with PIL and the
+their real layouts with textured images; the hand computation follows docs/protocols.md with PIL and the
 open_clip model directly, never through pmgaft's transforms or classifier.
 """
 from __future__ import annotations

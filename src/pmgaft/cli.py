@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pmgaft.evaluation.report", "tables and plots from a results directory"),
     "published": ("pmgaft.evaluation.published_cli", "the papers' published numbers (what --compare puts beside yours)"),
     "datasets": ("pmgaft.data.cli", "list the registered datasets and whether they are present"),
-    "reproduce": ("pmgaft.evaluation.reproduce", "train + evaluate the paper's methods, paper-style table"),
+    "reproduce": ("pmgaft.reproduce", "train + evaluate the paper's methods, paper-style table"),
     "quickstart": ("pmgaft.quickstart", "the whole PMG-AFT story on real images, on a CPU, in minutes"),
     "bench": ("pmgaft.bench.cli", "time training steps, attacks, inference and data loading (FLOPs, MFU, memory)"),
 }

@@ -29,7 +29,7 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, *, reduction: 
 def pmg_aft_loss(logits_adv: torch.Tensor, logits_ori_adv: torch.Tensor, logits_clean: torch.Tensor,
                  labels: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0, reduction: str = "batchmean",
                  direction: str = "official") -> dict[str, torch.Tensor]:
-    """The PMG-AFT objective on logits [B, C] (PAPER.md, "The method")::
+    """The PMG-AFT objective on logits [B, C] (docs/training.md, Methods)::
 
         total = CE(z_adv, y) + alpha * KL(P_ori(x_adv) || P_adv) + beta * KL(P_clean || P_adv)
 

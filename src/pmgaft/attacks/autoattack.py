@@ -2,7 +2,7 @@
 
 The reference attack: an ensemble of APGD-CE, APGD-T (targeted DLR), FAB-T and Square. Class-count rules:
 with 2 classes only APGD-CE runs (the DLR losses need >= 3 classes, targeted DLR >= 4); targeted attacks never
-ask for more than C-1 target classes. ``version="tga-zsr"`` is TGA-ZSR's evaluation option (PROTOCOLS.md §A):
+ask for more than C-1 target classes. ``version="tga-zsr"`` is TGA-ZSR's evaluation option (docs/protocols.md, tga-zsr):
 APGD-CE then APGD-DLR, 1 restart, 100 iterations each -- not standard AutoAttack. The attacks that ran are returned with the images, for the result file.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Attacks sum these over the batch before differentiating, so each sample's gradient is its own and does not
 shrink with the batch size (a batch-mean loss divides every gradient by B, which under half precision
-underflows to 0 and silently stops the attack -- the flaw of the released PMG-AFT evaluation, PAPER.md).
+underflows to 0 and silently stops the attack -- the flaw of the released PMG-AFT evaluation, docs/protocols.md).
 """
 from __future__ import annotations
 

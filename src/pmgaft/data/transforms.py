@@ -7,9 +7,9 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 * ``"clip"`` (default): sets with small fixed images (CIFAR 32 px, STL-10 96 px, PCAM 96 px, MNIST-likes 28 px,
   digits 8 px) stay at native size -- the zero-shot classifier upsamples bicubically inside its forward;
   everything else gets CLIP's own preprocessing, ``Resize(S, bicubic) + CenterCrop(S)``.
-* ``"tga-zsr"`` (PROTOCOLS.md §A): images are attacked at the model's resolution. CIFAR-10/100, STL-10 and the
+* ``"tga-zsr"`` (docs/protocols.md): images are attacked at the model's resolution. CIFAR-10/100, STL-10 and the
   offline small-image sets -> ``Resize((S, S))``; every other set (PCAM included) -> R/C.
-* ``"official"`` (§B, the released ``PMG_AFT.py``): CIFAR-10/100 and STL-10 at native size (the model
+* ``"official"`` (official-code, the released ``PMG_AFT.py``): CIFAR-10/100 and STL-10 at native size (the model
   upsamples inside, so the perturbation lives at native resolution), the offline small-image sets native too;
   every other set (PCAM included) -> R/C.
 * ``"train"``: the fine-tuning input of both reference codes: R/C for sets of large images (TinyImageNet,
@@ -18,7 +18,7 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 
 Interpolation: both reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
 ``transforms.Resize((224, 224))``, i.e. with torchvision's default interpolation, **bilinear** (antialiased on
-PIL images). PROTOCOLS.md calls R256/C224 bicubic; the released code does not, and the code is what produced the
+PIL images). Summaries call R256/C224 bicubic; the released code does not, and the code is what produced the
 numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if that is ever shown wrong).
 """
 from __future__ import annotations

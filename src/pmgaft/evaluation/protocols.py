@@ -3,17 +3,17 @@
 ``PROTOCOLS`` is keyed by the ``pmgaft eval --protocol`` string; every field can be overridden by a flag.
 eps and step sizes are in 1/255 units here (what users speak); the grid converts once.
 
-* ``tga-zsr`` -- the reference run behind the 16-set table everyone compares with (PROTOCOLS.md §A): whole
+* ``tga-zsr`` -- the reference run behind the 16-set table everyone compares with (docs/protocols.md): whole
   SUN397/EuroSAT/Caltech, test splits elsewhere, every image resized to the model's input *before* the attack,
   the reference prompts and ImageNet name list, CLIP mean/std and 100 x cosine for every model, PGD-100 at
   1/255 scored on the **final iterate over all images**.
-* ``official-code`` -- the released PMG-AFT ``validate()`` on full sets (§B): ImageNet mean/std and raw cosine
+* ``official-code`` -- the released PMG-AFT ``validate()`` on full sets: ImageNet mean/std and raw cosine
   logits for every model, PGD-10, CIFAR/STL attacked at their native 32/96 px, final-iterate scoring.
-* ``paper`` -- the PMG-AFT paper's own description: §A's data, prompts and preprocessing; PGD-100, CW-100 and
+* ``paper`` -- the PMG-AFT paper's own description: tga-zsr's data, prompts and preprocessing; PGD-100, CW-100 and
   AutoAttack at 1/255; each model with the normalization and logit scale it was trained with; **worst-case**
   scoring (a sample is robust only if clean-correct and correct at every iterate -- AutoAttack's convention),
   which lets PGD stop attacking a sample as soon as it is fooled.
-* ``fare`` -- FARE / RobustVLM (§C): CLIP_benchmark template ensembles, AutoAttack at 2/255 and 4/255 on 1000
+* ``fare`` -- FARE / RobustVLM: CLIP_benchmark template ensembles, AutoAttack at 2/255 and 4/255 on 1000
   images per set (ImageNet 5000).
 """
 from __future__ import annotations

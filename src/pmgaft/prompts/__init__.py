@@ -1,7 +1,7 @@
 """Prompts and class names as data: ``get_prompts(dataset, style)`` -> ``Prompts(classnames, templates)``.
 
-Styles (``PROMPT_STYLES``): ``paper`` = the reference evaluations' single prompt per class (PROTOCOLS.md §A and
-§B: per-dataset template and class-name list, e.g. the reference ImageNet name list), ``ensemble`` =
+Styles (``PROMPT_STYLES``): ``paper`` = the reference evaluations' single prompt per class (docs/protocols.md,
+tga-zsr: per-dataset template and class-name list, e.g. the reference ImageNet name list), ``ensemble`` =
 CLIP_benchmark / OpenAI template ensembles on curated names, ``train`` = the fine-tuning prompt "This is a photo
 of a {}" on the reference lists. Lists are in torchvision's label order; ``Prompts.names_source`` says where each
 comes from; the JSON files in ``data/`` hold what no installed package ships.

@@ -1,6 +1,6 @@
 """The 'paper' and 'train' prompt styles: the reference evaluations' single prompt per class.
 
-'paper' is the evaluation prompt of PROTOCOLS.md §A (and §B, the same code base): a per-dataset template
+'paper' is the evaluation prompt of the tga-zsr and official-code protocols (docs/protocols.md): a per-dataset template
 ("A surface with a {} texture." for DTD ...) applied to the reference's own class-name list with its clean-up
 (``data/paper.json`` documents each choice and its source). 'train' is the fine-tuning prompt "This is a photo
 of a {}" with ``refine_classname`` cleaning on the same lists, for every dataset.

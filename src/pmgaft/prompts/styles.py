@@ -30,7 +30,7 @@ class PromptStyle:
 
 
 PROMPT_STYLES: dict[str, PromptStyle] = {
-    "paper": PromptStyle("reference evaluations (PROTOCOLS.md §A/§B): one prompt per class, per-dataset template and "
+    "paper": PromptStyle("reference evaluations (docs/protocols.md): one prompt per class, per-dataset template and "
                          "class-name list", clean_paper, build_paper, paper_names),
     "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles", clean_ensemble, build_ensemble, _curated),
     "train": PromptStyle("reference training prompt 'This is a photo of a {}' for every dataset", clean_paper,
