@@ -108,7 +108,15 @@ class TorchvisionImages(ImageSource):
 
 
 class ImageDataset(Dataset):
-    """Labelled images from ``images(i)``; ``indices`` (optional) selects and orders a split of the source."""
+    """Labelled images from ``images(i)``; ``indices`` (optional) selects and orders a split of the source.
+
+    ``data_source`` says which copy the images come from (``torchvision``: the registered layout under the data
+    root, ``bundled``, ``folder``, ``hub:ORG/NAME``); ``hub`` describes a hub copy (:class:`pmgaft.data.hub.HubCopy`).
+    Both are set by :func:`pmgaft.data.load_dataset`.
+    """
+
+    data_source: str = ""
+    hub: Any = None
 
     def __init__(self, images: ImageSource, targets: Sequence[int], classes: Sequence[str], *, name: str = "",
                  split: str = "", location: Path | None = None, indices: Sequence[int] | None = None,
