@@ -74,13 +74,17 @@ def write_repo(cache: Path, repo: str, files: dict[str, bytes], listed: Sequence
     return snapshot
 
 
-def shard(samples: Sequence[tuple[int, int, str]], extra: dict[int, dict[str, bytes]] | None = None) -> bytes:
+Row = tuple  # (label, image format) or (label, image format, colour label): what one sample holds
+
+
+def shard(samples: Sequence[tuple[int, Row]], extra: dict[int, dict[str, bytes]] | None = None) -> bytes:
     """A tar shard as CLIP_benchmark's writer makes it: per sample ``s%07d.<fmt>`` and ``s%07d.cls``.
-    ``samples``: (global index, label, image format); ``extra[index]`` replaces that sample's members."""
+    ``samples``: (global index, row); ``extra[index]`` replaces that sample's members."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for index, label, fmt in samples:
-            members = (extra or {}).get(index) or {fmt: encode(label, fmt), "cls": str(label).encode()}
+        for index, (label, fmt, *colour) in samples:
+            members = (extra or {}).get(index) or {fmt: encode(colour[0] if colour else label, fmt),
+                                                   "cls": str(label).encode()}
             for ext, data in members.items():
                 info = tarfile.TarInfo(f"s{index:07d}.{ext}")
                 info.size = len(data)
@@ -88,33 +92,33 @@ def shard(samples: Sequence[tuple[int, int, str]], extra: dict[int, dict[str, by
     return buf.getvalue()
 
 
-def wds_files(classnames: Sequence[str], templates: Sequence[str], splits: dict[str, list[tuple[int, str]]],
-              per_shard: int = 3) -> dict[str, bytes]:
+def wds_files(classnames: Sequence[str], templates: Sequence[str], splits: dict[str, list[Row]],
+              per_shard: int = 3, extra: dict[int, dict[str, bytes]] | None = None) -> dict[str, bytes]:
     """A CLIP_benchmark webdataset repository: text files and, per split, shards of ``per_shard`` samples
-    (``(label, image format)`` each, numbered globally)."""
+    (numbered globally, as ``s%07d``)."""
     files = {"classnames.txt": ("\n".join(classnames) + "\n").encode(),
              "zeroshot_classification_templates.txt": ("\n".join(templates) + "\n").encode(),
              ".gitattributes": b"*.tar filter=lfs diff=lfs merge=lfs -text\n"}
     for split, rows in splits.items():
-        chunks = [rows[i:i + per_shard] for i in range(0, len(rows), per_shard)]
+        chunks = [list(enumerate(rows))[i:i + per_shard] for i in range(0, len(rows), per_shard)]
         for n, chunk in enumerate(chunks):
-            start = n * per_shard
-            files[f"{split}/{n}.tar"] = shard([(start + k, t, fmt) for k, (t, fmt) in enumerate(chunk)])
+            files[f"{split}/{n}.tar"] = shard(chunk, extra)
         files[f"{split}/nshards.txt"] = f"{len(chunks)}\n".encode()
     return files
 
 
-def parquet_file(rows: Sequence[tuple[int, str]], names: Sequence[str] | None = None,
-                 texts: dict[int, str] | None = None, rows_per_group: int = 2) -> bytes:
+def parquet_file(rows: Sequence[Row], names: Sequence[str] | None = None, texts: dict[int, str] | None = None,
+                 rows_per_group: int = 2) -> bytes:
     """A parquet file as the ``datasets`` library writes it: ``image`` {bytes, path}, ``label`` (a ClassLabel
     with ``names`` in the schema's ``huggingface`` metadata), optionally ``text`` per row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {"image": [{"bytes": encode(t, fmt), "path": f"{i}.{fmt}"} for i, (t, fmt) in enumerate(rows)],
-               "label": [t for t, _ in rows]}
+    columns = {"image": [{"bytes": encode(colour[0] if colour else t, fmt), "path": f"{i}.{fmt}"}
+                         for i, (t, fmt, *colour) in enumerate(rows)],
+               "label": [row[0] for row in rows]}
     if texts is not None:
-        columns["text"] = [texts[t] for t, _ in rows]
+        columns["text"] = [texts[row[0]] for row in rows]
     table = pa.table(columns)
     features = {"image": {"_type": "Image"},
                 "label": {"names": list(names), "_type": "ClassLabel"} if names else {"dtype": "int64",

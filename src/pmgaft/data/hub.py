@@ -59,9 +59,10 @@ def download_hint(source: HubSource) -> str:
 def fetch(source: HubSource, splits: list[HubSplit], *, download: bool = False, force: bool = False) -> Path:
     """The snapshot folder holding ``splits`` of the copy: downloaded (resumably) when ``download``, else only
     looked up in the cache. One PmgaftError sentence for each way it can fail."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, IncompleteSnapshotError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError)
+    from huggingface_hub import constants, errors, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())  # newer huggingface_hub: a partial snapshot
 
     what = f"the hub copy of {source.dataset} ({source.repo})"
     try:
@@ -72,7 +73,7 @@ def fetch(source: HubSource, splits: list[HubSplit], *, download: bool = False, 
                           f"read (renamed, private or gated; {type(err).__name__}): check the name on "
                           f"huggingface.co, log in with `hf auth login` if it is gated, or use --source "
                           f"torchvision") from err
-    except IncompleteSnapshotError as err:
+    except incomplete as err:
         raise PmgaftError(f"{what} is only partly in the Hugging Face cache {cache_dir()} and the hub cannot be "
                           f"reached: run `pmgaft datasets --download {source.dataset} --source hub` online to "
                           f"finish it (it resumes)") from err
