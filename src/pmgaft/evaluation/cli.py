@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from pmgaft.evaluation.dryrun import print_plan
 
-        print_plan(protocol, model=args.model, data_root=args.data_root)
+        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source)
         return 0
     resolve_device(args.device)  # malformed or unavailable: a PmgaftError before any work
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label, quick_gelu=args.quick_gelu,
