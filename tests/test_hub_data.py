@@ -306,7 +306,8 @@ def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it
     assert not cards(out)  # refused before any work
     assert main(["eval", "--dry-run", "--datasets", "eurosat", "--source", "hub", "--protocol", "fare"]) == 0
     plan = capsys.readouterr().out
-    assert "eurosat: split test, 10 images (subset of 1,000) [hub copy clip-benchmark/wds_vtab-eurosat: the VTAB" in plan
+    assert "eurosat: split test, 10 images (subset of 1,000) [hub copy clip-benchmark/wds_vtab-eurosat: the VTAB" \
+        in plan
     assert "prompt: the hub copy's own (classnames.txt, zeroshot_classification_templates.txt)" in plan
     assert _eval(out, tmp_path, "--datasets", "eurosat", "--source", "hub", "--protocol", "fare", "--attacks",
                  "none") == 0

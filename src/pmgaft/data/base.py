@@ -67,6 +67,18 @@ class FileImages(ImageSource):
         return h.hexdigest()
 
 
+def container_fingerprint(files: Sequence[Path], locations: Sequence[Any]) -> str:
+    """Paths, sizes and modification times of container ``files`` (tar shards, parquet files: one ``stat``
+    each) and where the selected images are inside them."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in files:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for location in locations:
+        h.update(repr(location).encode())
+    return h.hexdigest()
+
+
 class ArrayImages(ImageSource):
     """A uint8 array ``[N, H, W]`` (gray), ``[N, H, W, 3]`` (RGB) or, with ``channels_first``, ``[N, 3, H, W]``."""
 

@@ -10,10 +10,8 @@ keeping the last row group it read (decoding walks the rows in order), so memory
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from pmgaft.data.base import ImageSource
+from pmgaft.data.base import ImageSource, container_fingerprint
 from pmgaft.errors import PmgaftError
 
 IMAGE_COLUMN, LABEL_COLUMN, TEXT_COLUMN = "image", "label", "text"
@@ -82,13 +80,7 @@ class ParquetImages(ImageSource):
 
     def fingerprint(self, positions: Sequence[int]) -> str:
         """Each file's path, size and modification time, and the selected rows."""
-        h = hashlib.blake2b(digest_size=16)
-        for path in self.files:
-            st = os.stat(path)
-            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        for i in positions:
-            h.update(repr(self.rows[i]).encode())
-        return h.hexdigest()
+        return container_fingerprint(self.files, [self.rows[i] for i in positions])
 
 
 @dataclass

@@ -14,9 +14,7 @@ a sample without an image or a label, a label outside the classes. The caller ch
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from pmgaft.data.base import ImageSource
+from pmgaft.data.base import ImageSource, container_fingerprint
 from pmgaft.errors import PmgaftError
 
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's order of preference
@@ -57,13 +55,7 @@ class TarImages(ImageSource):
 
     def fingerprint(self, positions: Sequence[int]) -> str:
         """Each shard's path, size and modification time, and where the selected images are in them."""
-        h = hashlib.blake2b(digest_size=16)
-        for path in self.shards:
-            st = os.stat(path)
-            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        for i in positions:
-            h.update(repr(self.entries[i][:3]).encode())
-        return h.hexdigest()
+        return container_fingerprint(self.shards, [self.entries[i][:3] for i in positions])
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """``pmgaft eval --protocol X --dry-run``: what a protocol scores, per dataset, before any GPU hour is spent.
 
 Per dataset: the split, the number of images (counted on disk when the data is there, else the standard count
-of the official layout; with ``--source hub``/``auto``, the hub copy's split and count, or why it is refused), the preprocessing before the attack (at the model's input size), the prompt
-template(s) and where the class names come from; then the attacks, eps, scoring and logits. Check it against
-the paper you compare with.
+of the official layout; with ``--source hub``/``auto``, the hub copy's split and count, or why it is refused),
+the preprocessing before the attack (at the model's input size), the prompt template(s) and where the class names
+come from; then the attacks, eps, scoring and logits. Check it against the paper you compare with.
 """
 from __future__ import annotations
 
