@@ -297,13 +297,20 @@ def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it
     write_repo(hub, HUB_SOURCES["eurosat"].repo, wds_files(names, ["a centered satellite photo of {c}."],
                                                             {"test": rows}))
     sized(monkeypatch, "eurosat", 10)
-    out = tmp_path / "results"
-    assert _eval(out, tmp_path, "--datasets", "eurosat", "--source", "hub") == 2
+    out, refused_out = tmp_path / "results", tmp_path / "refused"
+    assert _eval(refused_out, tmp_path, "--datasets", "eurosat", "--source", "hub") == 2
     err = capsys.readouterr().err
     assert ("protocol 'paper' scores eurosat on the whole set (27,000 images), but its hub copy "
             "clip-benchmark/wds_vtab-eurosat holds the VTAB test split") in err
     assert "get the torchvision copy instead (download it with `pmgaft datasets" in err
-    assert not cards(out)  # refused before any work
+    assert not cards(refused_out)  # refused before any work
+    assert _eval(refused_out, tmp_path, "--datasets", "eurosat", "digits", "--source", "hub", "--allow-missing",
+                 "--n-samples", "20") == 1
+    found = cards(refused_out)
+    refused, digits = found["pmgaft-micro/eurosat/none_eps0.json"], found["pmgaft-micro/digits/none_eps0.json"]
+    assert refused["dataset"]["source"] == "hub:clip-benchmark/wds_vtab-eurosat" and "VTAB" in refused["error"]
+    assert digits["dataset"]["source"] == "bundled" and "error" not in digits
+    capsys.readouterr()
     assert main(["eval", "--dry-run", "--datasets", "eurosat", "--source", "hub", "--protocol", "fare"]) == 0
     plan = capsys.readouterr().out
     assert "eurosat: split test, 10 images (subset of 1,000) [hub copy clip-benchmark/wds_vtab-eurosat: the VTAB" \

@@ -18,12 +18,14 @@ from pmgaft.data.base import ImageDataset, ImageSource
 from pmgaft.data.classmap import map_classes
 from pmgaft.data.hub_sources import HUB_SOURCES, PARQUET, WDS, HubSource, HubSplit
 from pmgaft.data.scan import MAX_LISTED, CorruptReport
+from pmgaft.data.sources import source_id
+from pmgaft.data.wds import CLASSNAMES, TEMPLATES
 from pmgaft.errors import PmgaftError
 
 if TYPE_CHECKING:
     from pmgaft.prompts.core import ShippedText
 
-_TEXT_FILES = ("classnames.txt", "zeroshot_classification_templates.txt")
+_TEXT_FILES = (CLASSNAMES, TEMPLATES)
 
 
 def hub_source(name: str) -> HubSource:
@@ -128,11 +130,11 @@ class _Read:
 
 
 def _read_wds(folder: Path, split: HubSplit) -> _Read:
-    from pmgaft.data.wds import CLASSNAMES, TEMPLATES, TarImages, index_split, read_lines
+    from pmgaft.data.wds import TarImages, index_split, read_lines
 
     names = read_lines(folder / CLASSNAMES)
     images, labels, bad_samples, bad_shards = TarImages([], []), [], [], []
-    for part in split.parts:  # one part per split in practice; several would be read one after the other
+    for part in split.parts:  # read one after the other, as one split
         index = index_split(folder / part, len(names))
         base = len(images.shards)
         images.shards += index.images.shards
@@ -231,7 +233,7 @@ def load_hub(name: str, split: str = "test", *, download: bool = False, skip_cor
 
 def read_split(source: HubSource, chosen: HubSplit, folder: Path, *, skip_corrupt: bool = False) -> ImageDataset:
     """``chosen`` of the copy in snapshot ``folder``: indexed, counted, labels in the registered order."""
-    from pmgaft.data.sources import source_id
+    from pmgaft.prompts.core import ShippedText
 
     name = source.dataset
     what = f"the hub copy of {name} ({source.repo}, {'/'.join(chosen.parts)})"
@@ -246,8 +248,6 @@ def read_split(source: HubSource, chosen: HubSplit, folder: Path, *, skip_corrup
         labels, note = cmap.labels, cmap.note
     by_label = {target: read.names[label] for label, target in labels.items()}
     classes = [by_label[i] for i in range(len(by_label))]
-    from pmgaft.prompts.core import ShippedText
-
     text = None if read.templates is None else ShippedText(
         classes, read.templates, f"the hub copy's classnames.txt and zeroshot_classification_templates.txt "
                                  f"({source.repo}@{folder.name[:10]})")

@@ -24,7 +24,7 @@ HUB_PREFIX = "hub:"
 def source_id(name: str, source: str, offline: bool = False) -> str:
     """What result cards record as a dataset's ``source``: ``hub:ORG/NAME`` for its hub copy (``source`` "hub"),
     else ``folder`` (``folder:PATH``), ``bundled`` (``offline`` sets shipped by a package) or ``torchvision``."""
-    if source == "hub":
+    if source == "hub" and name in HUB_SOURCES:
         return HUB_PREFIX + HUB_SOURCES[name].repo
     if name.startswith(FOLDER_PREFIX):
         return "folder"

@@ -157,7 +157,7 @@ class _Writer:
         cards = []
         for cell in cells:
             card = _base_card(cell, self.cfg, model_info, fps.get(cell) if fps else None,
-                              self.sources.get(cell.dataset, ""))
+                              self.sources[cell.dataset])
             card.update(error=msg, error_type=type(err).__name__, stage=stage, run=self.run(t0))
             if not isinstance(err, PmgaftError):
                 card["traceback"] = traceback.format_exception(type(err), err, err.__traceback__)[-6:]
@@ -206,7 +206,8 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
     missing, chosen = preflight(models, cfg.protocol, out=cfg.out, data_root=cfg.data_root, download=cfg.download,
                                 trust_checkpoint=cfg.trust_checkpoint, allow_missing=cfg.allow_missing,
                                 source=cfg.source)
-    sources = {d: source_id(d, chosen.get(d, DEFAULT_SOURCE), d in DATA_SPECS and DATA_SPECS[d].offline)
+    looked_for = "hub" if cfg.source == "hub" else DEFAULT_SOURCE  # what a missing set's error cards record
+    sources = {d: source_id(d, chosen.get(d, looked_for), d in DATA_SPECS and DATA_SPECS[d].offline)
                for d in cfg.protocol.datasets}
     ranks, device = init_distributed(device, cfg.dist_timeout_s)
     writer = _Writer(cfg, ranks, device, log, sources)
@@ -274,9 +275,10 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
              device: torch.device, bar: tqdm, source: str) -> _Prepared:
     p = cfg.protocol
     split = p.split_for(dataset_name)
-    hub = source.startswith(HUB_PREFIX)
+    from_hub = source.startswith(HUB_PREFIX)
     ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main,
-                      transform=p.transform, image_size=loaded.image_size, source="hub" if hub else DEFAULT_SOURCE,
+                      transform=p.transform, image_size=loaded.image_size,
+                      source="hub" if from_hub else DEFAULT_SOURCE,
                       skip_corrupt=cfg.skip_corrupt, benchmark_split=p.benchmark_splits)
     lost = ds.hub.lost.to_dict() if ds.hub is not None else {"n_skipped": 0, "skipped": []}
     prompts = get_prompts(dataset_name, p.prompts, classnames=ds.classes,
