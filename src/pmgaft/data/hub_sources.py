@@ -16,7 +16,7 @@ protocols score these sets whole, through torchvision).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 WDS, PARQUET = "wds", "parquet"
 ALL_PARTS = "*"  # a parquet split made of every split of the repository
@@ -72,7 +72,7 @@ def _tinyimagenet_wnids() -> list[str]:
     return sorted(data_json("classnames")["tinyimagenet"])  # the registered label order: sorted wnids
 
 
-def _wds(dataset: str, name: str, size: int, what: str = "the official test split", **kw) -> HubSource:
+def _wds(dataset: str, name: str, size: int, what: str = "the official test split", **kw: Any) -> HubSource:
     return HubSource(dataset, f"clip-benchmark/wds_{name}", WDS, {"test": HubSplit(("test",), size, what)}, **kw)
 
 
