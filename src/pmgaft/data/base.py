@@ -67,6 +67,18 @@ class FileImages(ImageSource):
         return h.hexdigest()
 
 
+def container_fingerprint(files: Sequence[Path], locations: Sequence[Any]) -> str:
+    """Paths, sizes and modification times of container ``files`` (tar shards, parquet files: one ``stat``
+    each) and where the selected images are inside them."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in files:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for location in locations:
+        h.update(repr(location).encode())
+    return h.hexdigest()
+
+
 class ArrayImages(ImageSource):
     """A uint8 array ``[N, H, W]`` (gray), ``[N, H, W, 3]`` (RGB) or, with ``channels_first``, ``[N, 3, H, W]``."""
 
@@ -108,7 +120,15 @@ class TorchvisionImages(ImageSource):
 
 
 class ImageDataset(Dataset):
-    """Labelled images from ``images(i)``; ``indices`` (optional) selects and orders a split of the source."""
+    """Labelled images from ``images(i)``; ``indices`` (optional) selects and orders a split of the source.
+
+    ``data_source`` says which copy the images come from (``torchvision``: the registered layout under the data
+    root, ``bundled``, ``folder``, ``hub:ORG/NAME``); ``hub`` describes a hub copy (:class:`pmgaft.data.hub.HubCopy`).
+    Both are set by :func:`pmgaft.data.load_dataset`.
+    """
+
+    data_source: str = ""
+    hub: Any = None
 
     def __init__(self, images: ImageSource, targets: Sequence[int], classes: Sequence[str], *, name: str = "",
                  split: str = "", location: Path | None = None, indices: Sequence[int] | None = None,

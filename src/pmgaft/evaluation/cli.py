@@ -15,7 +15,8 @@ from pathlib import Path
 from pmgaft.attacks import ATTACKS, SCORINGS
 from pmgaft.attacks.pgd import REDUCTIONS
 from pmgaft.cli_args import parse_logit_scale
-from pmgaft.data import TRANSFORM_PRESETS
+from pmgaft.data import SOURCES, TRANSFORM_PRESETS
+from pmgaft.data.sources import DEFAULT_SOURCE
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
 from pmgaft.evaluation.models import model_specs
@@ -86,7 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--out", "--results", dest="out", type=Path, default=Path("results"),
                    help="results directory (default: ./results)")
     r.add_argument("--data-root", type=Path, default=Path("data"), help="folder holding the datasets (default: ./data)")
-    r.add_argument("--download", action="store_true", help="download datasets torchvision can fetch")
+    r.add_argument("--download", action="store_true",
+                   help="download datasets torchvision can fetch (--source hub: their Hugging Face hub copies)")
+    r.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE,
+                   help="which copy of each dataset: torchvision = the layout under --data-root; hub = the Hugging "
+                        "Face hub copy in the Hugging Face cache (HF_HUB_CACHE; `pmgaft datasets --download NAME "
+                        "--source hub`); auto = torchvision where present, else a cached hub copy. A protocol "
+                        "refuses a hub copy holding other images than it scores (VTAB EuroSAT, Caltech-101) except "
+                        "fare, which scores CLIP_benchmark's sets (default: torchvision)")
     r.add_argument("--batch-size", type=int, default=256,
                    help="images per forward/attack batch; results do not depend on it (default: 256)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -151,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from pmgaft.evaluation.dryrun import print_plan
 
-        print_plan(protocol, model=args.model, data_root=args.data_root)
+        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source)
         return 0
     resolve_device(args.device)  # malformed or unavailable: a PmgaftError before any work
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label, quick_gelu=args.quick_gelu,
@@ -161,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
                      workers=args.workers, download=args.download, progress=not args.no_progress,
                      early_exit=not args.no_early_exit, skip_corrupt=args.skip_corrupt,
                      allow_missing=args.allow_missing, trust_checkpoint=args.trust_checkpoint,
-                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile)
+                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile,
+                     source=args.source)
     print(f"pmgaft eval: {len(specs)} model(s) x {len(protocol.datasets)} dataset(s); protocol {protocol.name}; "
           f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255 -> "
           f"{args.out}", flush=True)

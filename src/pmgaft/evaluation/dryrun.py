@@ -1,20 +1,23 @@
 """``pmgaft eval --protocol X --dry-run``: what a protocol scores, per dataset, before any GPU hour is spent.
 
 Per dataset: the split, the number of images (counted on disk when the data is there, else the standard count
-of the official layout), the preprocessing before the attack (at the model's input size), the prompt
-template(s) and where the class names come from; then the attacks, eps, scoring and logits. Check it against
-the paper you compare with.
+of the official layout; with ``--source hub``/``auto``, the hub copy's split and count, or why it is refused),
+the preprocessing before the attack (at the model's input size), the prompt template(s) and where the class names
+come from; then the attacks, eps, scoring and logits. Check it against the paper you compare with.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pmgaft.data import DATASETS, describe_transform, load_dataset
+from pmgaft.data import DATASETS, HUB_SOURCES, describe_transform, load_dataset
+from pmgaft.data.hub_sources import WDS
+from pmgaft.data.sources import DEFAULT_SOURCE, choose_source
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.grid import cells_for
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.prompts import get_prompts
+from pmgaft.prompts.styles import get_style
 
 
 def _image_size(model: str | None) -> int:
@@ -27,8 +30,16 @@ def _image_size(model: str | None) -> int:
     return size(model)
 
 
-def _count(name: str, split: str, data_root: Path) -> tuple[int | None, str]:
+def _count(name: str, split: str, data_root: Path, protocol: Protocol, source: str) -> tuple[int | None, str]:
     spec = DATASETS.get(name)
+    if spec is not None and source != DEFAULT_SOURCE and not spec.offline:
+        choice = choose_source(spec, split, data_root, source, benchmark_split=protocol.benchmark_splits,
+                               who=f"protocol {protocol.name!r}")
+        if choice.source == "hub":
+            hub = HUB_SOURCES[name].split_for(split, protocol.benchmark_splits)
+            return hub.size, f"hub copy {HUB_SOURCES[name].repo}: {hub.description}"  # type: ignore[union-attr]
+        if choice.source is None:
+            return None, f"not readable with --source {source}: {choice.why_not}"
     if spec is not None and spec.locate(data_root, split) is not None:
         try:
             return len(load_dataset(name, data_root, split)), "on disk"
@@ -37,13 +48,14 @@ def _count(name: str, split: str, data_root: Path) -> tuple[int | None, str]:
     return (spec.size(split) if spec is not None else None), "standard"
 
 
-def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list[dict[str, Any]]:
+def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path,
+              source: str = DEFAULT_SOURCE) -> list[dict[str, Any]]:
     """One row per dataset: what :func:`print_plan` shows."""
     size = _image_size(model)
     rows = []
     for name in protocol.datasets:
         split = protocol.split_for(name)
-        total, where = _count(name, split, data_root)
+        total, where = _count(name, split, data_root, protocol, source)
         n = protocol.samples_for(name)
         scored = total if n is None or total is None else min(n, total)
         try:
@@ -53,15 +65,20 @@ def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list
             names = f"{prompts.names_source}; e.g. {', '.join(prompts.classnames[:2])}"
         except PmgaftError as err:
             prompt, names = "-", str(err).split(":")[0]
+        if where.startswith("hub copy") and get_style(protocol.prompts).uses_shipped_text \
+                and HUB_SOURCES[name].format == WDS:
+            prompt = names = "the hub copy's own (classnames.txt, zeroshot_classification_templates.txt)"
+        unknown = where if where.startswith("not readable") else "unknown without the data"
         rows.append({"dataset": name, "split": split, "images": scored, "count": where if total is not None else
-                     "unknown without the data", "subset": n,
+                     unknown, "subset": n,
                      "preprocessing": describe_transform(DATASETS.get(name), protocol.transform, size),
                      "prompt": prompt, "names": names})
     return rows
 
 
-def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path = Path("data")) -> None:
-    rows = plan_rows(protocol, model=model, data_root=data_root)
+def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path = Path("data"),
+               source: str = DEFAULT_SOURCE) -> None:
+    rows = plan_rows(protocol, model=model, data_root=data_root, source=source)
     print(f"protocol {protocol.name}: {protocol.description}")
     norm = protocol.normalization or "each model's own (clip when not recorded)"
     scale = protocol.logit_scale if protocol.logit_scale is not None else "each model's own (model when not recorded)"

@@ -14,7 +14,8 @@ eps and step sizes are in 1/255 units here (what users speak); the grid converts
   scoring (a sample is robust only if clean-correct and correct at every iterate -- AutoAttack's convention),
   which lets PGD stop attacking a sample as soon as it is fooled.
 * ``fare`` -- FARE / RobustVLM: CLIP_benchmark template ensembles, AutoAttack at 2/255 and 4/255 on 1000
-  images per set (ImageNet 5000).
+  images per set (ImageNet 5000). On the Hugging Face hub copies (``--source hub``) it scores CLIP_benchmark's own
+  test splits with the copies' own class names and templates, as CLIP_benchmark does.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ REFERENCE_SPLIT = "reference"  # the split each reference protocol scores: whole
 class Protocol:
     """One evaluation recipe. ``n_samples`` None = every image of the split; ``n_samples_per_dataset`` overrides
     it. ``normalization`` / ``logit_scale`` None = each model's own (what it was trained with; CLIP's when not
-    recorded). ``split`` is a split name or ``"reference"``."""
+    recorded). ``split`` is a split name or ``"reference"``. ``benchmark_splits``: the protocol scores
+    CLIP_benchmark's own test sets, so on a Hugging Face hub copy (``--source hub``) it takes CLIP_benchmark's
+    test split where that holds other images than the registered one (VTAB EuroSAT and Caltech-101, SUN397
+    whole); the other protocols refuse such a copy."""
 
     name: str
     description: str
@@ -49,6 +53,7 @@ class Protocol:
     scoring: str = "worst"  # "worst" (any iterate; early exit) or "final" (final iterate, every image)
     attack_reduction: str = "sum"  # PGD objective over a batch: "sum" (pmgaft) or "mean" (the released codes)
     seed: int = 0
+    benchmark_splits: bool = False
 
     def samples_for(self, dataset: str) -> int | None:
         return self.n_samples_per_dataset.get(dataset, self.n_samples)
@@ -81,5 +86,5 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("fare", "FARE / RobustVLM (Schlarmann et al. 2024): CLIP_benchmark template ensembles, AutoAttack at "
              "2/255 and 4/255 on 1000 images per set (ImageNet 5000)",
              attacks=("autoattack",), eps=(2.0, 4.0), prompts="ensemble", transform="clip", split="test",
-             n_samples=1000, n_samples_per_dataset={"imagenet": 5000}),
+             n_samples=1000, n_samples_per_dataset={"imagenet": 5000}, benchmark_splits=True),
 )}

@@ -17,7 +17,7 @@ from pmgaft.prompts.classnames import (
     resolve_dataset,
 )
 from pmgaft.prompts.cleaning import NAME_FIXES
-from pmgaft.prompts.core import Prompts, get_prompts
+from pmgaft.prompts.core import Prompts, ShippedText, get_prompts
 from pmgaft.prompts.paper import imagenet_reference_names
 from pmgaft.prompts.styles import PROMPT_STYLES, PromptStyle, clean_classname
 
@@ -30,6 +30,7 @@ __all__ = [
     "PROMPT_STYLES",
     "PromptStyle",
     "Prompts",
+    "ShippedText",
     "classname_source",
     "clean_classname",
     "curated_classnames",

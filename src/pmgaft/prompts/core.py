@@ -45,6 +45,20 @@ class Prompts:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ShippedText:
+    """Class names (label order) and templates shipped with the data itself -- a CLIP_benchmark webdataset's
+    ``classnames.txt`` and ``zeroshot_classification_templates.txt`` (``{c}`` placeholders) -- and where from.
+
+    Styles that reproduce CLIP_benchmark (``PromptStyle.uses_shipped_text``: ``ensemble``) use them as
+    CLIP_benchmark does for such data; the other styles keep their own lists.
+    """
+
+    classnames: list[str]
+    templates: list[str]
+    source: str
+
+
 def _mismatch(dataset: str, curated: list[str], given: Sequence[str]) -> PmgaftError:
     return PmgaftError(
         f"dataset {dataset!r} has {len(curated)} classes in pmgaft's class-name list but the data has {len(given)} "
@@ -60,15 +74,21 @@ def _unknown(dataset: str) -> PmgaftError:
                        f" For another image folder use 'folder:PATH' and pass classnames=.")
 
 
-def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str] | None = None) -> Prompts:
+def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str] | None = None,
+                shipped: ShippedText | None = None) -> Prompts:
     """Class names and templates of ``dataset`` in prompt style ``style`` (``PROMPT_STYLES``).
 
     Registered datasets (and ``foolbox_*`` aliases) use the style's list (``paper``/``train``: the reference
     codes' names, ``ensemble``: pmgaft's curated names); ``classnames``, when also given (a loader's raw
     ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``, cleaned with the
-    style's rules and combined with its generic template(s).
+    style's rules and combined with its generic template(s). ``shipped``: text that came with the data, used
+    verbatim by the styles that reproduce CLIP_benchmark.
     """
     builder = get_style(style)
+    if shipped is not None and builder.uses_shipped_text:
+        templates = [t.replace("{c}", "{}") for t in shipped.templates]  # CLIP_benchmark formats with c=name
+        return Prompts(dataset=dataset, style=style, classnames=list(shipped.classnames), templates=templates,
+                       names_source=shipped.source)
     key = resolve_dataset(dataset)
     if key is not None:
         names, source = builder.names(key)

@@ -21,18 +21,23 @@ class PromptStyle:
     ``names(dataset)``: for a registered dataset key, the names the style starts from (label order) and where
     they come from. ``build(dataset, names)``: dataset is the registered key, or None for an unknown set (then
     the style's generic template is used); names are that list or a loader's raw ``.classes``.
+    ``uses_shipped_text``: class names and templates that come with the data (a CLIP_benchmark webdataset's text
+    files) replace the style's own, as CLIP_benchmark itself uses them.
     """
 
     description: str
     clean: Callable[[str], str]
     build: Callable[[str | None, Sequence[str]], tuple[list[str], list[str]]]
     names: Callable[[str], tuple[list[str], str]]
+    uses_shipped_text: bool = False
 
 
 PROMPT_STYLES: dict[str, PromptStyle] = {
     "paper": PromptStyle("reference evaluations (docs/protocols.md): one prompt per class, per-dataset template and "
                          "class-name list", clean_paper, build_paper, paper_names),
-    "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles", clean_ensemble, build_ensemble, _curated),
+    "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles (a CLIP_benchmark webdataset's own "
+                            "classnames.txt and templates when the data ships them)", clean_ensemble,
+                            build_ensemble, _curated, uses_shipped_text=True),
     "train": PromptStyle("reference training prompt 'This is a photo of a {}' for every dataset", clean_paper,
                          build_train, reference_names),
 }
