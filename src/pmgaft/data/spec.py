@@ -27,8 +27,8 @@ class DatasetSpec:
     receives). ``files`` maps a split (``"*"``: every split) to the paths, relative to the dataset folder, that
     must exist before loading; ``"a|b"`` accepts either, ``*`` is a glob. ``test_split`` says which official
     split ``"test"`` means. ``native_size`` is set for sets whose images are small and fixed: the default
-    transform keeps them at that size (the classifier upsamples inside the model). ``zero_shot``: one of the
-    paper's 15 zero-shot test sets. ``offline``: the data ships with an installed package (or a Debian package),
+    transform keeps them at that size (the classifier upsamples inside the model). ``zero_shot``: a zero-shot test
+    set (the paper's 15, and Country211). ``offline``: the data ships with an installed package (or a Debian package),
     no data root needed; these are for smoke tests, CI and the quickstart, not part of the paper's protocol.
     ``any_folder_name``: the data root may itself be the dataset folder, whatever its name (own readers and
     torchvision's ImageNet take the dataset folder directly; other torchvision classes append fixed names).
@@ -56,7 +56,7 @@ class DatasetSpec:
 
     @property
     def role(self) -> str:
-        """``zero-shot`` (the paper's 15 test sets), ``fine-tune`` (TinyImageNet) or ``offline`` (smoke tests)."""
+        """``zero-shot`` (the paper's 15 test sets, Country211), ``fine-tune`` (TinyImageNet) or ``offline`` (smoke tests)."""
         return "zero-shot" if self.zero_shot else ("offline" if self.offline else "fine-tune")
 
     def size(self, split: str) -> int | None:
