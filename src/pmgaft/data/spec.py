@@ -34,6 +34,8 @@ class DatasetSpec:
     torchvision's ImageNet take the dataset folder directly; other torchvision classes append fixed names).
     ``sizes``: the standard image count of each split on the official data (``None``: not known without the
     data, e.g. the 70/30 split of an unsplit set), so a dry run can print counts before any download.
+    ``per_class``: for splits where every class has the same number of images (ImageNet val: 50), that number
+    (what a dry run subtracts for a class a protocol drops).
     """
 
     name: str
@@ -53,15 +55,23 @@ class DatasetSpec:
     any_folder_name: bool = False
     candidates: Callable[[Path], list[Path]] | None = field(default=None, repr=False, compare=False)
     sizes: Mapping[str, int | None] = field(default_factory=dict, compare=False)
+    per_class: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def role(self) -> str:
-        """``zero-shot`` (the paper's 15 test sets, Country211), ``fine-tune`` (TinyImageNet) or ``offline`` (smoke tests)."""
+        """``zero-shot`` (the paper's 15 test sets, Country211), ``fine-tune`` (TinyImageNet) or ``offline``."""
         return "zero-shot" if self.zero_shot else ("offline" if self.offline else "fine-tune")
 
     def size(self, split: str) -> int | None:
         """The standard image count of ``split`` (None when it depends on the data on disk)."""
         return self.sizes.get(split)
+
+    def size_without(self, split: str, dropped_classes: int) -> int | None:
+        """The standard count of ``split`` without ``dropped_classes`` whole classes (None when not known)."""
+        if not dropped_classes:
+            return self.size(split)
+        total, each = self.size(split), self.per_class.get(split)
+        return None if total is None or each is None else total - dropped_classes * each
 
     def describe_split(self, split: str) -> str:
         """``"test_batch (10,000 images)"``: which official split ``split`` is, with its standard count."""

@@ -181,7 +181,7 @@ SPECS: list[DatasetSpec] = [
                        "imagenet/ILSVRC2012_devkit_t12.tar.gz + ILSVRC2012_img_val.tar, unpacked on first use",
                 files={"*": ("meta.bin|ILSVRC2012_devkit_t12.tar.gz",), "test": ("val|ILSVRC2012_img_val.tar",),
                        "train": ("train|ILSVRC2012_img_train.tar",)},
-                test_split="val", sizes={"train": 1_281_167, "test": 50_000},
+                test_split="val", sizes={"train": 1_281_167, "test": 50_000}, per_class={"test": 50},
                 source="https://image-net.org/download (ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar; "
                        "put them in the imagenet folder)"),
     DatasetSpec("stanford_cars", "Stanford Cars", 196, "stanford_cars", _cars,
@@ -204,5 +204,6 @@ SPECS: list[DatasetSpec] = [
                 files={"train": ("train",), "val": ("valid",), "test": ("test",)}, splits=("train", "val", "test"),
                 test_split="test (100 images per country); val = valid", download=True,
                 sizes={"train": 31_650, "val": 10_550, "test": 21_100},
+                per_class={"train": 150, "val": 50, "test": 100},
                 source="torchvision's download (country211.tgz, 11 GB, from openaipublic.azureedge.net)"),
 ]

@@ -1,9 +1,9 @@
 """``pmgaft eval --protocol X --dry-run``: what a protocol scores, per dataset, before any GPU hour is spent.
 
 Per dataset: the split, the number of images (counted on disk when the data is there, else the standard count
-of the official layout), the preprocessing before the attack (at the model's input size), the prompt
-template(s) and where the class names come from; then the attacks, eps, scoring and logits. Check it against
-the paper you compare with.
+of the official layout; both after a protocol's class merge or drop), the preprocessing before the attack (at the
+model's input size), the prompt template(s), where the class names come from and any label merge/drop; then the
+attacks, eps, scoring and logits. Check it against the paper you compare with.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pmgaft.data import DATASETS, describe_transform, load_dataset
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.grid import cells_for
 from pmgaft.evaluation.protocols import Protocol
-from pmgaft.prompts import get_prompts
+from pmgaft.prompts import Prompts, get_prompts
 
 
 def _image_size(model: str | None) -> int:
@@ -27,14 +27,19 @@ def _image_size(model: str | None) -> int:
     return size(model)
 
 
-def _count(name: str, split: str, data_root: Path) -> tuple[int | None, str]:
+def _count(name: str, split: str, data_root: Path, prompts: Prompts | None) -> tuple[int | None, str]:
+    """Images scored: counted on disk when the data is there, else the standard count; both after the prompt
+    style's label map (a dropped class's images are not scored)."""
     spec = DATASETS.get(name)
+    label_map = prompts.label_map if prompts is not None else None
     if spec is not None and spec.locate(data_root, split) is not None:
         try:
-            return len(load_dataset(name, data_root, split)), "on disk"
+            ds = load_dataset(name, data_root, split)
+            return len(ds.relabel(label_map, prompts.classnames) if label_map is not None else ds), "on disk"
         except PmgaftError:
             pass
-    return (spec.size(split) if spec is not None else None), "standard"
+    dropped = sum(t is None for t in label_map) if label_map is not None else 0
+    return (spec.size_without(split, dropped) if spec is not None else None), "standard"
 
 
 def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list[dict[str, Any]]:
@@ -43,9 +48,7 @@ def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list
     rows = []
     for name in protocol.datasets:
         split = protocol.split_for(name)
-        total, where = _count(name, split, data_root)
-        n = protocol.samples_for(name)
-        scored = total if n is None or total is None else min(n, total)
+        prompts: Prompts | None = None
         try:
             prompts = get_prompts(name, protocol.prompts)
             templates = prompts.templates
@@ -53,10 +56,13 @@ def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path) -> list
             names = f"{prompts.names_source}; e.g. {', '.join(prompts.classnames[:2])}"
         except PmgaftError as err:
             prompt, names = "-", str(err).split(":")[0]
+        total, where = _count(name, split, data_root, prompts)
+        n = protocol.samples_for(name)
+        scored = total if n is None or total is None else min(n, total)
         rows.append({"dataset": name, "split": split, "images": scored, "count": where if total is not None else
                      "unknown without the data", "subset": n,
                      "preprocessing": describe_transform(DATASETS.get(name), protocol.transform, size),
-                     "prompt": prompt, "names": names})
+                     "prompt": prompt, "names": names, "labels": prompts.label_note if prompts else ""})
     return rows
 
 
@@ -76,6 +82,8 @@ def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path 
         print(f"    preprocessing: {r['preprocessing']}")
         print(f"    prompt: {r['prompt']}")
         print(f"    class names: {r['names']}")
+        if r["labels"]:
+            print(f"    labels: {r['labels']}")
     known = [r["images"] for r in rows if r["images"] is not None]
     print(f"\n{sum(known):,} images per model over {len(known)} of {len(rows)} datasets"
           + ("" if len(known) == len(rows) else " (the others' counts depend on the data on disk)"))

@@ -266,6 +266,9 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main,
                       transform=p.transform, image_size=loaded.image_size)
     prompts = get_prompts(dataset_name, p.prompts, classnames=ds.classes)
+    n_raw = len(ds)
+    if prompts.label_map is not None:  # the protocol scores merged / fewer classes (e.g. TTC's 999-class ImageNet)
+        ds = ds.relabel(prompts.label_map, prompts.classnames)
     clf = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates,
                                    image_size=loaded.image_size, normalization=setup["normalization"],
                                    logit_scale=setup["logit_scale"]).to(device).eval().requires_grad_(False)
@@ -289,6 +292,9 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
             "location": str(getattr(ds, "location", "") or ""),
             "corrupt": {"n_skipped": n_skipped,
                         "skipped": [path for r in reports for path in r["skipped"]][:MAX_LISTED_CORRUPT]}}
+    if prompts.label_map is not None:
+        info["relabel"] = {"note": prompts.label_note, "n_raw": n_raw, "n_dropped": n_raw - len(ds),
+                           "num_raw_classes": prompts.num_raw_classes}
     shard = Shard(model, decoded, device, cfg.batch_size, len(ds.classes))
     clean_key = fingerprint([loaded.weights_hash, info, prompts.to_dict(), setup["normalization"],
                              setup["logit_scale"], cfg.precision])
