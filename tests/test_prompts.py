@@ -58,8 +58,9 @@ def test_every_dataset_and_style(dataset, style):
     assert "{}" not in texts[0][0] and p.classnames[0] in texts[0][0]
     assert json.loads(json.dumps(p.to_dict())) == {"dataset": dataset, "style": style,
                                                    "classnames": p.classnames, "templates": p.templates,
-                                                   "names_source": p.names_source, "label_map": p.label_map,
-                                                   "label_note": p.label_note}
+                                                   "names_source": p.names_source,
+                                                   **({"label_map": p.label_map, "label_note": p.label_note}
+                                                      if p.label_map is not None else {})}
     assert p.names_source and "\n" not in p.names_source
     if style in ("paper", "train"):
         assert not any("_" in c for c in p.classnames)

@@ -71,8 +71,13 @@ def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path 
     print(f"protocol {protocol.name}: {protocol.description}")
     norm = protocol.normalization or "each model's own (clip when not recorded)"
     scale = protocol.logit_scale if protocol.logit_scale is not None else "each model's own (model when not recorded)"
+    resize = "antialiased (torchvision's tensor Resize)" if protocol.resize_antialias else "plain interpolate"
     print(f"  normalization: {norm}; logit scale: {scale}; scoring: {protocol.scoring}; PGD objective: "
-          f"{protocol.attack_reduction}; seed {protocol.seed}; model input {_image_size(model)} px")
+          f"{protocol.attack_reduction}; seed {protocol.seed}; model input {_image_size(model)} px; inner bicubic "
+          f"resize: {resize}" + (f"; CW margin capped at kappa = {protocol.cw_kappa:g}"
+                                 if protocol.cw_kappa is not None else ""))
+    if protocol.averaged is not None:
+        print(f"  average: the plain mean over {len(protocol.averaged)} sets ({', '.join(protocol.averaged)})")
     cells = cells_for("m", protocol.datasets[0], protocol) if protocol.datasets else []
     print(f"  cells per model and dataset: {', '.join(f'{c.stem()}' for c in cells)}\n")
     for r in rows:

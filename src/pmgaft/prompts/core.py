@@ -55,7 +55,11 @@ class Prompts:
         return [[t.format(c) for t in self.templates] for c in self.classnames]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record for result cards (the label-map fields only when there is a label map)."""
+        out = asdict(self)
+        if self.label_map is None:
+            del out["label_map"], out["label_note"]
+        return out
 
 
 def _mismatch(dataset: str, curated: list[str], given: Sequence[str]) -> PmgaftError:

@@ -93,8 +93,8 @@ def _raw(dataset: str, config: dict[str, Any]) -> tuple[list[str], str, list[str
 
 def _loader(dataset: str, config: dict[str, Any]) -> tuple[list[str], str, list[str]]:
     names = curated_classnames(dataset)
-    return names, (f"the dataset loader's own class names (torchvision .classes), verbatim; without the data: "
-                   f"{classname_source(dataset)} as a stand-in"), names
+    return names, (f"the loader's own class names, verbatim (torchvision .classes; without the data, "
+                   f"{classname_source(dataset)} stands in)"), names
 
 
 # "names" of an entry -> (dataset, entry) -> (raw names in label order, where they come from, label-map keys)
