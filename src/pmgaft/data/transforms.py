@@ -23,8 +23,9 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 
 Interpolation: the reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
 ``transforms.Resize((224, 224))`` (AGFT: ``Resize(224)``), i.e. with torchvision's default interpolation,
-**bilinear** (antialiased on PIL images). PROTOCOLS.md calls R256/C224 bicubic; the released code does not, and the code is what produced the
-numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if that is ever shown wrong).
+**bilinear** (antialiased on PIL images). PROTOCOLS.md calls R256/C224 bicubic; the released code does not, and
+the code is what produced the numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if
+that is ever shown wrong).
 """
 from __future__ import annotations
 
