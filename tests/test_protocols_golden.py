@@ -1,8 +1,9 @@
 """Golden tests: per protocol, the images the attack sees, the prompts and the logits equal a hand computation.
 
 A 48 px micro CLIP (so that resizing is visible), CIFAR-10 (32 px) and DTD (non-square JPEG-named images) in
-their real layouts with textured images; the hand computation follows PROTOCOLS.md §A / §B with PIL and the
-open_clip model directly, never through pmgaft's transforms or classifier.
+their real layouts with textured images (Caltech-101 and ImageNet with all their class folders for agft/ttc);
+the hand computation follows PROTOCOLS.md §A / §B and the AGFT / TTC codes with PIL and the open_clip model
+directly, never through pmgaft's transforms or classifier.
 """
 from __future__ import annotations
 
@@ -295,7 +296,6 @@ def test_pgd_and_cw_final_iterates_equal_the_reference_loops(reference_sets, tmp
     -clamp(z_y - max_other, min=-0)) written as the reference loops, from pmgaft's per-sample random starts."""
     from pmgaft.attacks import sample_seeds
     from pmgaft.attacks.pgd import initial_delta
-
     from pmgaft.evaluation import engine
 
     root, ckpt, _ = reference_sets
