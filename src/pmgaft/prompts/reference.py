@@ -88,7 +88,7 @@ def _imagenet_reference(dataset: str, config: dict[str, Any]) -> tuple[list[str]
 
 def _raw(dataset: str, config: dict[str, Any]) -> tuple[list[str], str, list[str]]:
     names = config.get("raw_classnames") or data_json("paper")["datasets"][dataset]["raw_classnames"]
-    return list(names), "the raw class names written in pmgaft prompts/data/", names
+    return list(names), "the raw class names in pmgaft's prompt data (paper.json unless the entry has its own)", names
 
 
 def _loader(dataset: str, config: dict[str, Any]) -> tuple[list[str], str, list[str]]:
