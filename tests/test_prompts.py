@@ -30,7 +30,8 @@ NUM_CLASSES = {
     "flowers102": 102, "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "imagenet": 1000,
     "caltech101": 101,  # torchvision drops BACKGROUND_Google
     "caltech256": 257,  # includes 257.clutter
-    "stanford_cars": 196, "pcam": 2, "country211": 211, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10, "digits": 10,
+    "stanford_cars": 196, "pcam": 2, "country211": 211, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10,
+    "digits": 10,
 }
 VERBATIM = {"eurosat", "pcam"}  # paper style uses the released code's own strings
 RELABELLED = {("agft", "caltech101"): 100, ("ttc", "imagenet"): 999}  # styles scoring fewer classes than the data

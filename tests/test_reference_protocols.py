@@ -21,7 +21,8 @@ from pmgaft.prompts import get_prompts
 from pmgaft.prompts._sources import data_json
 
 R224, R256 = "Resize(224, bilinear) + CenterCrop(224)", "Resize(256, bilinear) + CenterCrop(224)"
-NATIVE32, NATIVE96 = "native 32x32 (the model resizes inside, bicubic)", "native 96x96 (the model resizes inside, bicubic)"
+NATIVE32 = "native 32x32 (the model resizes inside, bicubic)"
+NATIVE96 = "native 96x96 (the model resizes inside, bicubic)"
 PHOTO, A_PHOTO = "This is a photo of a {}.", "A photo of a {}."
 # (dataset, split, images, preprocessing, template): AGFT's main.py sets, utils.py transforms, clip_dataset.py prompts
 AGFT = [("caltech101", "all", 8_677, R224, A_PHOTO), ("caltech256", "all", 30_607, R224, A_PHOTO),
@@ -41,7 +42,8 @@ TTC = [("cifar10", "test", 10_000, PHOTO), ("cifar100", "test", 10_000, PHOTO), 
        ("flowers102", "test", 6_149, "A photo of a {}, a type of flower."),
        ("fgvc_aircraft", "test", 3_333, "A photo of a {}, a type of aircraft."),
        ("stanford_cars", "test", 8_041, A_PHOTO), ("sun397", "all", 108_754, PHOTO),
-       ("country211", "test", 21_100, "A photo I took in {}."), ("food101", "test", 25_250, "A photo of {}, a type of food."),
+       ("country211", "test", 21_100, "A photo I took in {}."),
+       ("food101", "test", 25_250, "A photo of {}, a type of food."),
        ("eurosat", "all", 27_000, PHOTO), ("dtd", "test", 1_880, "A surface with a {} texture."),
        ("pcam", "test", 32_768, "{}")]
 
