@@ -5,8 +5,8 @@ Sources, in order of preference (see ``data/classnames.json`` ``_sources`` for t
 - open_clip ``IMAGENET_CLASSNAMES`` (OpenAI's curated ImageNet names) for ImageNet;
 - clip-benchmark's ``en_classnames.json`` for Caltech-101, EuroSAT, Flowers-102, Pets, PCAM, Country211, MNIST.
   Its lists are already in torchvision's label order (unlike openai/CLIP's ``data/prompts.md``, whose EuroSAT and
-  Pets lists are in TFDS order) except Caltech-101: clip-benchmark's own Caltech101 keeps ``BACKGROUND_Google`` as label 0,
-  torchvision drops it, so we drop clip-benchmark's ``background`` entry;
+  Pets lists are in TFDS order) except Caltech-101: clip-benchmark's own Caltech101 keeps ``BACKGROUND_Google`` as
+  label 0, torchvision drops it, so we drop clip-benchmark's ``background`` entry;
 - torchvision ``FashionMNIST.classes`` for Fashion-MNIST;
 - our ``classnames.json`` for the rest (CIFAR, STL-10, SUN397, Food-101, DTD, Aircraft, Cars, Caltech-256,
   TinyImageNet, whose names are open_clip's ImageNet names of its 200 wnids).
