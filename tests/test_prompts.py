@@ -30,9 +30,11 @@ NUM_CLASSES = {
     "flowers102": 102, "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "imagenet": 1000,
     "caltech101": 101,  # torchvision drops BACKGROUND_Google
     "caltech256": 257,  # includes 257.clutter
-    "stanford_cars": 196, "pcam": 2, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10, "digits": 10,
+    "stanford_cars": 196, "pcam": 2, "country211": 211, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10,
+    "digits": 10,
 }
 VERBATIM = {"eurosat", "pcam"}  # paper style uses the released code's own strings
+RELABELLED = {("agft", "caltech101"): 100, ("ttc", "imagenet"): 999}  # styles scoring fewer classes than the data
 
 
 def test_registry_covers_the_dataset_keys():
@@ -46,7 +48,10 @@ def test_registry_covers_the_dataset_keys():
 def test_every_dataset_and_style(dataset, style):
     p = get_prompts(dataset, style)
     assert p.dataset == dataset and p.style == style
-    assert p.num_classes == NUM_CLASSES[resolve_dataset(dataset)]
+    key = resolve_dataset(dataset)
+    assert p.num_raw_classes == NUM_CLASSES[key]
+    assert p.num_classes == RELABELLED.get((style, key), NUM_CLASSES[key])
+    assert (p.label_map is None) == ((style, key) not in RELABELLED) and bool(p.label_note) == (p.label_map is not None)
     assert p.templates and all(t.count("{}") == 1 and "{c}" not in t for t in p.templates)
     assert all(isinstance(c, str) and c and c == c.strip() for c in p.classnames)
     texts = p.texts()
@@ -54,7 +59,9 @@ def test_every_dataset_and_style(dataset, style):
     assert "{}" not in texts[0][0] and p.classnames[0] in texts[0][0]
     assert json.loads(json.dumps(p.to_dict())) == {"dataset": dataset, "style": style,
                                                    "classnames": p.classnames, "templates": p.templates,
-                                                   "names_source": p.names_source}
+                                                   "names_source": p.names_source,
+                                                   **({"label_map": p.label_map, "label_note": p.label_note}
+                                                      if p.label_map is not None else {})}
     assert p.names_source and "\n" not in p.names_source
     if style in ("paper", "train"):
         assert not any("_" in c for c in p.classnames)

@@ -171,6 +171,7 @@ def test_schedule_and_batch_plan() -> None:
     ({"kl_reduction": "mean"}, "Did you mean 'batchmean'"),
     ({"normalization": "clipp"}, "unknown normalization"),
     ({"prompt_style": "foo"}, "unknown prompt_style"),
+    ({"prompt_style": "ttc", "dataset": "imagenet"}, "training uses the data's own labels"),
     ({"transform": "foo"}, "unknown transform"),
     ({"logit_scale": -1.0}, "logit_scale must be"),
     ({"momentum": -1.0}, "momentum must be >= 0"),

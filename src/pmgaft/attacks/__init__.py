@@ -9,13 +9,14 @@ are part of a result cell), the PGD objective the streaming engine uses, and whi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
 from pmgaft.attacks.autoattack import AA_VERSIONS, autoattack, autoattack_info, plan_autoattack
-from pmgaft.attacks.losses import ATTACK_LOSSES, cross_entropy, margin, squared_l2
+from pmgaft.attacks.losses import ATTACK_LOSSES, AttackLoss, cross_entropy, margin, squared_l2
 from pmgaft.attacks.pgd import check_attack_args, pgd, project, sample_seeds
 from pmgaft.attacks.stream import StreamResult, pgd_stream
 
@@ -40,6 +41,7 @@ class AttackSpec:
     scorings: tuple[str, ...] = ("worst",)  # which scorings its result supports
     is_clean: bool = False  # "none": no perturbation (the clean pass)
     describe: Callable[[int], dict[str, Any]] = lambda num_classes: {}  # its settings, for result cards
+    loss_params: Mapping[str, str] = field(default_factory=dict)  # loss keyword -> the setting (protocol field)
 
     def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
                  eps: float, step_size: float, steps: int, seed: int,
@@ -49,6 +51,16 @@ class AttackSpec:
     @property
     def streamed(self) -> bool:
         return self.loss is not None
+
+    def loss_settings(self, settings: Any) -> dict[str, Any]:
+        """The loss parameters ``settings`` (e.g. a protocol) sets for this attack, e.g. ``{"kappa": 0.0}``."""
+        values = {key: getattr(settings, attr, None) for key, attr in self.loss_params.items()}
+        return {key: value for key, value in values.items() if value is not None}
+
+    def objective(self, settings: Any) -> str | AttackLoss:
+        """The PGD objective with the parameters of ``settings`` bound (its name when there are none)."""
+        params = self.loss_settings(settings)
+        return functools.partial(ATTACK_LOSSES[self.loss], **params) if params else self.loss  # type: ignore
 
     def params(self) -> tuple[str, ...]:
         """The settings the attack uses (the others are ignored)."""
@@ -81,13 +93,17 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (
     AttackSpec("none", "no attack: clean accuracy", _none, scorings=SCORINGS, is_clean=True),
     AttackSpec("pgd", "PGD (Madry et al.), CE loss, L-inf, uniform random start", _pgd_with("ce"), iterative=True,
                loss="ce", scorings=SCORINGS, describe=_pgd_info("ce")),
-    AttackSpec("cw", "PGD on the Carlini-Wagner margin loss (the 'CW' rows of later papers)", _pgd_with("cw"),
-               iterative=True, loss="cw", scorings=SCORINGS, describe=_pgd_info("cw")),
+    AttackSpec("cw", "PGD on the Carlini-Wagner margin loss (the 'CW' rows of later papers; capped at the "
+               "protocol's cw_kappa when set)", _pgd_with("cw"), iterative=True, loss="cw", scorings=SCORINGS,
+               describe=_pgd_info("cw"), loss_params={"kappa": "cw_kappa"}),
     AttackSpec("autoattack", "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (class-count rules applied)",
                _autoattack_version("standard"), describe=lambda c: autoattack_info(c, "standard")),
-    AttackSpec("apgd-ce-dlr", "TGA-ZSR's 'AutoAttack' option: APGD-CE + APGD-DLR, 1 restart, 100 iterations "
-               "(APGD-CE only for 2 classes)", _autoattack_version("tga-zsr"),
+    AttackSpec("apgd-ce-dlr", "TGA-ZSR's and TTC's 'AutoAttack' option: APGD-CE + APGD-DLR, 1 restart, 100 "
+               "iterations (APGD-CE only for 2 classes)", _autoattack_version("tga-zsr"),
                describe=lambda c: autoattack_info(c, "tga-zsr")),
+    AttackSpec("apgd-ce-dlr-eot", "AGFT's 'AA' option: APGD-CE + APGD-DLR, 10 iterations, EOT-20, 1 restart "
+               "(APGD-CE only for 2 classes); not AutoAttack", _autoattack_version("agft"),
+               describe=lambda c: autoattack_info(c, "agft")),
 )}
 
 __all__ = ["AA_VERSIONS", "ATTACKS", "ATTACK_LOSSES", "Attack", "AttackSpec", "SCORINGS", "StreamResult",

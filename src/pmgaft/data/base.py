@@ -158,6 +158,21 @@ class ImageDataset(Dataset):
         view.split = split
         return view
 
+    def relabel(self, label_map: Sequence[int | None], classes: Sequence[str]) -> "ImageDataset":
+        """A view scored with ``classes``: raw label ``t`` becomes ``label_map[t]``; images whose class maps to None
+        are left out (a reference protocol's merged or dropped classes, :class:`pmgaft.prompts.Prompts`).
+
+        Positions in the view count the kept images only; ``.raw_classes`` keeps the data's own class list
+        (``.wnids``/``.categories`` stay in that raw label space).
+        """
+        if len(label_map) != len(self.classes):
+            raise PmgaftError(f"a label map for {len(label_map)} classes does not fit {self.name or 'the dataset'} "
+                              f"({len(self.classes)} classes); check the dataset's files and the prompt style.")
+        view = self.select([i for i, t in enumerate(self.targets) if label_map[t] is not None], self.split)
+        view.targets = [int(label_map[t]) for t in view.targets]  # type: ignore[arg-type]
+        view.raw_classes, view.classes = list(self.classes), [str(c) for c in classes]
+        return view
+
     def source_index(self, i: int) -> int:
         """The position in the image source of this dataset's item ``i``."""
         return self._indices[i] if self._indices is not None else i

@@ -12,14 +12,20 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 * ``"official"`` (official-code, the released ``PMG_AFT.py``): CIFAR-10/100 and STL-10 at native size (the model
   upsamples inside, so the perturbation lives at native resolution), the offline small-image sets native too;
   every other set (PCAM included) -> R/C.
+* ``"agft"`` (AGFT's evaluation, utils.py ``get_val_dataset``): CIFAR-10/100 and STL-10 at native size (the model
+  upsamples inside), the offline small-image sets native too; every other set (PCAM included) ->
+  ``Resize(S) + CenterCrop(S)``, i.e. Resize(224) + CenterCrop(224) at 224 (no 256 step).
+* ``"ttc"`` (the test-time-counterattack evaluation, utils.py ``preprocess224``): R/C for every set, CIFAR and
+  STL-10 included (a 32 px image is upscaled to 256, then cropped), so every attack works on S x S pixels.
 * ``"train"``: the fine-tuning input of both reference codes: R/C for sets of large images (TinyImageNet,
   folders), native size for small-image sets; no augmentation.
 * ``"train_augment"``: ``RandomResizedCrop`` + horizontal flip at the same sizes (optional; not the paper's).
 
-Interpolation: both reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
-``transforms.Resize((224, 224))``, i.e. with torchvision's default interpolation, **bilinear** (antialiased on
-PIL images). Summaries call R256/C224 bicubic; the released code does not, and the code is what produced the
-numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if that is ever shown wrong).
+Interpolation: the reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
+``transforms.Resize((224, 224))`` (AGFT: ``Resize(224)``), i.e. with torchvision's default interpolation,
+**bilinear** (antialiased on PIL images). Summaries call R256/C224 bicubic; the released code does not, and
+the code is what produced the numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if
+that is ever shown wrong).
 """
 from __future__ import annotations
 
@@ -142,6 +148,16 @@ def _official_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     return _reference_resize_crop(image_size)
 
 
+def _agft_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    if _reference_small(spec):
+        return Preprocess("native", native=_native_side(spec))
+    return Preprocess("resize_crop", image_size, image_size, REFERENCE_INTERPOLATION)
+
+
+def _ttc_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    return _reference_resize_crop(image_size)
+
+
 def _train_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     if _native_side(spec) is not None:
         return Preprocess("native", native=_native_side(spec))
@@ -157,6 +173,8 @@ PRESETS: dict[str, Callable[[DatasetSpec | None, int], Preprocess]] = {
     "clip": _clip_preset,
     "tga-zsr": _tga_zsr_preset,
     "official": _official_preset,
+    "agft": _agft_preset,
+    "ttc": _ttc_preset,
     "train": _train_preset,
     "train_augment": _train_augment_preset,
 }

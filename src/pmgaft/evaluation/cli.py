@@ -54,32 +54,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", nargs="+", type=float, metavar="K", help="L-inf radii in 1/255 units, e.g. 1 2 4 "
                                                                    "(default: 1; fare: 2 4)")
     g.add_argument("--steps", nargs="+", type=int, help="attack steps for pgd/cw, several = one cell each "
-                                                        "(default: 100; official-code: 10)")
+                                                        "(default: 100; official-code, ttc: 10; agft: 20)")
     g.add_argument("--step-size", type=float, metavar="K", help="PGD/CW step size in 1/255 units (default: 1)")
     g.add_argument("--n-samples", type=int, metavar="N",
                    help="class-stratified seeded subset of N images per dataset, 0 = every image of the split "
                         "(default: every image; fare 1000, ImageNet 5000)")
     g.add_argument("--prompts", choices=list(PROMPT_STYLES),
-                   help="paper = the reference codes' one prompt per class, ensemble = CLIP_benchmark templates "
-                        "(default: paper; fare: ensemble)")
+                   help="paper = the reference codes' one prompt per class, ensemble = CLIP_benchmark templates, "
+                        "agft / ttc = those evaluations' own prompts (default: paper; fare: ensemble; agft: agft; "
+                        "ttc: ttc)")
     g.add_argument("--transform", choices=_EVAL_TRANSFORMS,
                    help="preprocessing before the attack: tga-zsr = every image at the model's input size "
                         "(Resize((S,S)) for small sets, Resize+CenterCrop otherwise); official = CIFAR/STL native, "
-                        "Resize(256)+CenterCrop(224) otherwise; clip = small sets native, CLIP's bicubic resize "
-                        "otherwise (default: tga-zsr; official-code: official; fare: clip)")
+                        "Resize(256)+CenterCrop(224) otherwise; agft = CIFAR/STL native, Resize(224)+CenterCrop(224) "
+                        "otherwise; ttc = Resize(256)+CenterCrop(224) for every set; clip = small sets native, CLIP's "
+                        "bicubic resize otherwise (default: tga-zsr; official-code: official; fare: clip; agft: "
+                        "agft; ttc: ttc)")
     g.add_argument("--normalization", choices=list(NORMALIZATIONS),
-                   help="input mean/std for every model (default: each model's own, clip when unrecorded; tga-zsr: "
-                        "clip; official-code: imagenet)")
+                   help="input mean/std for every model (default: each model's own, clip when unrecorded; tga-zsr, "
+                        "agft, ttc: clip; official-code: imagenet)")
     g.add_argument("--logit-scale", type=parse_logit_scale,
                    help="logits = SCALE x cosine for every model: 'model' (100 for OpenAI CLIP) or a number, 1 = raw "
-                        "cosine (default: each model's own; tga-zsr: 100; official-code: 1)")
+                        "cosine (default: each model's own; tga-zsr, agft, ttc: 100; official-code: 1)")
     g.add_argument("--scoring", choices=SCORINGS,
                    help="worst = robust only if clean-correct and correct at every iterate (PGD stops at the first "
                         "miss); final = the final iterate of every image, as the reference codes (default: paper "
-                        "worst; tga-zsr and official-code final)")
+                        "worst; tga-zsr, official-code, agft and ttc final)")
     g.add_argument("--attack-reduction", choices=REDUCTIONS,
                    help="PGD objective over a batch: sum (per-sample gradients, pmgaft) or mean (the released codes' "
                         "arithmetic, weaker under fp16) (default: sum)")
+    g.add_argument("--cw-kappa", type=float, metavar="K",
+                   help="cap the CW margin at K (the attack stops pushing a sample once its best wrong logit leads "
+                        "by K): 0 = AGFT's CW, 50 = TTC's (default: uncapped; agft: 0; ttc: 50)")
     g.add_argument("--split", help="dataset split for every set (default: whole SUN397/EuroSAT/Caltech, test "
                                    "elsewhere; fare: test)")
     g.add_argument("--seed", type=int, help="seed of the subset and the attacks' random starts (default: 0)")
@@ -131,7 +137,7 @@ def resolve_protocol(args: argparse.Namespace) -> Protocol:
                       steps=tuple(dict.fromkeys(args.steps)) if args.steps else None, step_size=args.step_size,
                       prompts=args.prompts, transform=args.transform, normalization=args.normalization,
                       logit_scale=args.logit_scale, split=args.split, seed=args.seed, scoring=args.scoring,
-                      attack_reduction=args.attack_reduction)
+                      attack_reduction=args.attack_reduction, cw_kappa=args.cw_kappa)
     if args.n_samples is not None:
         if args.n_samples < 0:
             raise PmgaftError(f"--n-samples must be >= 0 (0 = every image of the split), got {args.n_samples}.")
@@ -143,6 +149,9 @@ def resolve_protocol(args: argparse.Namespace) -> Protocol:
         raise PmgaftError(f"--step-size is in 1/255 units and must be in (0, 255], got {p.step_size}.")
     if any(s < 1 for s in p.steps):
         raise PmgaftError(f"--steps must be >= 1, got {list(p.steps)}.")
+    if p.cw_kappa is not None and not (math.isfinite(p.cw_kappa) and p.cw_kappa >= 0):
+        raise PmgaftError(f"--cw-kappa is a margin in logit units and must be a finite number >= 0, got "
+                          f"{p.cw_kappa} (AGFT's CW uses 0, TTC's 50).")
     if p.logit_scale not in (None, "model") and not math.isfinite(float(p.logit_scale)):
         raise PmgaftError(f"--logit-scale must be finite, got {p.logit_scale}.")
     return p

@@ -118,6 +118,9 @@ def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cel
            "attack": cell.attack, "eps": cell.eps_255, "scoring": scoring_for(attack, p)}
     if attack.iterative:
         key.update(steps=cell.steps, step_size=p.step_size, reduction=p.attack_reduction)
+    key.update(attack.loss_settings(p))  # e.g. the CW margin's kappa
+    if p.resize_antialias:
+        key.update(resize_antialias=True)
     if source.startswith(HUB_PREFIX):  # other cells keep the fingerprints they had before hub copies existed
         key.update(source=source, benchmark_splits=p.benchmark_splits)
     return key
@@ -283,9 +286,13 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     lost = ds.hub.lost.to_dict() if ds.hub is not None else {"n_skipped": 0, "skipped": []}
     prompts = get_prompts(dataset_name, p.prompts, classnames=ds.classes,
                           shipped=ds.hub.text if ds.hub is not None else None)
+    n_raw = len(ds)
+    if prompts.label_map is not None:  # the protocol scores merged / fewer classes (e.g. TTC's 999-class ImageNet)
+        ds = ds.relabel(prompts.label_map, prompts.classnames)
     clf = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates,
                                    image_size=loaded.image_size, normalization=setup["normalization"],
-                                   logit_scale=setup["logit_scale"]).to(device).eval().requires_grad_(False)
+                                   logit_scale=setup["logit_scale"], antialias=p.resize_antialias,
+                                   ).to(device).eval().requires_grad_(False)
     dtype = AUTOCAST[cfg.precision]
     model = Autocast(clf, dtype) if dtype is not None else clf
     if cfg.compile:  # dynamic shapes: early exit and refill change the batch size from step to step
@@ -310,9 +317,12 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
                         [:MAX_LISTED_CORRUPT]}}
     if ds.hub is not None:
         info["hub"] = ds.hub.to_dict()
+    if prompts.label_map is not None:
+        info["relabel"] = {"note": prompts.label_note, "n_raw": n_raw, "n_dropped": n_raw - len(ds),
+                           "num_raw_classes": prompts.num_raw_classes}
     shard = Shard(model, decoded, device, cfg.batch_size, len(ds.classes))
     clean_key = fingerprint([loaded.weights_hash, info, prompts.to_dict(), setup["normalization"],
-                             setup["logit_scale"], cfg.precision])
+                             setup["logit_scale"], cfg.precision] + (["antialias"] if p.resize_antialias else []))
     cpath = clean_path(cfg.out, label, dataset_name)
     cached = None
     if cfg.skip_existing and ranks.main:

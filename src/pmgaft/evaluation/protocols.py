@@ -16,6 +16,20 @@ eps and step sizes are in 1/255 units here (what users speak); the grid converts
 * ``fare`` -- FARE / RobustVLM: CLIP_benchmark template ensembles, AutoAttack at 2/255 and 4/255 on 1000
   images per set (ImageNet 5000). On the Hugging Face hub copies (``--source hub``) it scores CLIP_benchmark's own
   test splits with the copies' own class names and templates, as CLIP_benchmark does.
+* ``agft`` -- AGFT's evaluation (CVPR 2026; YuboCui/AGFT validate.py, utils.py, clip_dataset.py): 15 sets, whole
+  Caltech/EuroSAT/SUN397, test splits elsewhere, no subsampling; Resize(224) + CenterCrop(224), CIFAR/STL-10
+  attacked at native size and upsampled inside the model with torchvision's (antialiased) bicubic resize; its one
+  prompt per set, Caltech-101's two face folders as one "person" class; CLIP mean/std, 100 x cosine; PGD-20 and
+  CW (the margin capped at kappa = 0) at eps = step = 1/255 with a random start, scored on the final iterate of
+  every image; its "AA" (``apgd-ce-dlr-eot``); the average is the plain mean of the 15, ImageNet included.
+* ``ttc`` -- the test-time-counterattack evaluation (CVPR 2025; Sxing2/CLIP-Test-time-Counterattacks): the 15 sets
+  and Country211, all R256/C224 (CIFAR/STL-10 too), ImageNet with 999 classes (the duplicate "maillot" class
+  n03710637 and its images dropped); its prompts; CLIP mean/std, 100 x cosine; PGD-10 (summed CE) and CW (kappa =
+  50) at eps = step = 1/255 scored on the final iterate; APGD-CE + APGD-DLR at 100 iterations (``apgd-ce-dlr``);
+  the average is the plain mean of the 16.
+
+``averaged`` names the sets a protocol's own average is over (tables add that row); None keeps pmgaft's
+zero-shot rule (every set but TinyImageNet and the model's training set).
 """
 from __future__ import annotations
 
@@ -25,6 +39,13 @@ from typing import Any
 from pmgaft.data import DATASETS, PAPER_DATASETS, reference_split
 
 REFERENCE_SPLIT = "reference"  # the split each reference protocol scores: whole unsplit sets, else test
+# AGFT's main.py --val_dataset default, in its order (Country211, TinyImageNet, ImageNet-R/-Sketch commented out)
+AGFT_DATASETS = ("caltech101", "caltech256", "cifar10", "cifar100", "dtd", "eurosat", "fgvc_aircraft", "flowers102",
+                 "food101", "imagenet", "oxford_pets", "pcam", "stanford_cars", "stl10", "sun397")
+# TTC's utils.py DATASETS in its order, without its last entry tinyImageNet (the AFT victims' training set, left
+# out of TTC's zero-shot average; add it with --datasets ... tinyimagenet)
+TTC_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "caltech101", "caltech256", "oxford_pets", "flowers102",
+                "fgvc_aircraft", "stanford_cars", "sun397", "country211", "food101", "eurosat", "dtd", "pcam")
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,9 @@ class Protocol:
     recorded). ``split`` is a split name or ``"reference"``. ``benchmark_splits``: the protocol scores
     CLIP_benchmark's own test sets, so on a Hugging Face hub copy (``--source hub``) it takes CLIP_benchmark's
     test split where that holds other images than the registered one (VTAB EuroSAT and Caltech-101, SUN397
-    whole); the other protocols refuse such a copy."""
+    whole); the other protocols refuse such a copy. ``cw_kappa``: the CW margin capped at kappa (None:
+    uncapped). ``resize_antialias``: the model's inner resize of smaller images antialiased (torchvision's tensor
+    Resize). ``averaged``: the sets the protocol's own average is over (None: pmgaft's zero-shot rule)."""
 
     name: str
     description: str
@@ -54,6 +77,9 @@ class Protocol:
     attack_reduction: str = "sum"  # PGD objective over a batch: "sum" (pmgaft) or "mean" (the released codes)
     seed: int = 0
     benchmark_splits: bool = False
+    cw_kappa: float | None = None
+    resize_antialias: bool = False
+    averaged: tuple[str, ...] | None = None
 
     def samples_for(self, dataset: str) -> int | None:
         return self.n_samples_per_dataset.get(dataset, self.n_samples)
@@ -87,4 +113,18 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "2/255 and 4/255 on 1000 images per set (ImageNet 5000)",
              attacks=("autoattack",), eps=(2.0, 4.0), prompts="ensemble", transform="clip", split="test",
              n_samples=1000, n_samples_per_dataset={"imagenet": 5000}, benchmark_splits=True),
+    Protocol("agft", "AGFT's evaluation (CVPR 2026): its 15 sets and prompts, Resize(224)+CenterCrop(224) with "
+             "CIFAR/STL at native size, CLIP mean/std and 100 x cosine, PGD-20 and CW (kappa 0) at 1/255 scored on "
+             "the final iterate, its 'AA' (APGD-CE + APGD-DLR, 10 iterations, EOT-20); the mean of the 15 sets, "
+             "ImageNet included",
+             datasets=AGFT_DATASETS, attacks=("pgd", "cw", "apgd-ce-dlr-eot"), steps=(20,), prompts="agft",
+             transform="agft", normalization="clip", logit_scale=100.0, scoring="final", cw_kappa=0.0,
+             resize_antialias=True, averaged=AGFT_DATASETS),
+    Protocol("ttc", "the test-time-counterattack evaluation (CVPR 2025): AGFT's 15 sets and Country211, "
+             "Resize(256)+CenterCrop(224) for every set, 999-class ImageNet, its prompts, CLIP mean/std and "
+             "100 x cosine, PGD-10 and CW (kappa 50) at 1/255 scored on the final iterate, APGD-CE + APGD-DLR at "
+             "100 iterations; the mean of the 16 sets",
+             datasets=TTC_DATASETS, attacks=("pgd", "cw", "apgd-ce-dlr"), steps=(10,), prompts="ttc",
+             transform="ttc", normalization="clip", logit_scale=100.0, scoring="final", cw_kappa=50.0,
+             averaged=TTC_DATASETS),
 )}

@@ -3,8 +3,10 @@
 Styles (``PROMPT_STYLES``): ``paper`` = the reference evaluations' single prompt per class (docs/protocols.md,
 tga-zsr: per-dataset template and class-name list, e.g. the reference ImageNet name list), ``ensemble`` =
 CLIP_benchmark / OpenAI template ensembles on curated names, ``train`` = the fine-tuning prompt "This is a photo
-of a {}" on the reference lists. Lists are in torchvision's label order; ``Prompts.names_source`` says where each
-comes from; the JSON files in ``data/`` hold what no installed package ships.
+of a {}" on the reference lists, ``agft`` / ``ttc`` = the single prompts of AGFT's and the test-time-counterattack
+evaluations (which may merge or drop classes: ``Prompts.label_map``). Lists are in torchvision's label order;
+``Prompts.names_source`` says where each comes from; the JSON files in ``data/`` hold what no installed package
+ships.
 """
 from pmgaft.prompts.classnames import (
     ALIASES,

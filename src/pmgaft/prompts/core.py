@@ -19,6 +19,8 @@ class Prompts:
     """Class names (label order) and templates (each with one ``{}``) of one dataset in one prompt style.
 
     ``names_source`` says in one line where the class-name list comes from (for dry runs and result cards).
+    ``label_map`` (None: the data's own labels) maps each raw label of the data to a class index here, or to None
+    (its images are not scored): ``pmgaft.data.ImageDataset.relabel`` applies it; ``label_note`` says it in words.
     """
 
     dataset: str
@@ -26,12 +28,23 @@ class Prompts:
     classnames: list[str]
     templates: list[str]
     names_source: str = ""
+    label_map: list[int | None] | None = None
+    label_note: str = ""
 
     def __post_init__(self) -> None:
         bad = [t for t in self.templates if t.count("{}") != 1]
         if not self.classnames or not self.templates or bad:
             raise PmgaftError(f"prompts for {self.dataset!r} ({self.style}) need class names and templates with "
                               f"exactly one '{{}}'; got {len(self.classnames)} names, bad templates {bad[:3]}.")
+        targets = {t for t in self.label_map or () if t is not None}
+        if self.label_map is not None and targets != set(range(len(self.classnames))):
+            raise PmgaftError(f"the label map of {self.dataset!r} ({self.style}) does not map onto its "
+                              f"{len(self.classnames)} classes; fix the prompt data file.")
+
+    @property
+    def num_raw_classes(self) -> int:
+        """How many classes the data has (more than ``num_classes`` when the label map merges or drops some)."""
+        return len(self.label_map) if self.label_map is not None else len(self.classnames)
 
     @property
     def num_classes(self) -> int:
@@ -42,7 +55,11 @@ class Prompts:
         return [[t.format(c) for t in self.templates] for c in self.classnames]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record for result cards (the label-map fields only when there is a label map)."""
+        out = asdict(self)
+        if self.label_map is None:
+            del out["label_map"], out["label_note"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -81,8 +98,9 @@ def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str]
     Registered datasets (and ``foolbox_*`` aliases) use the style's list (``paper``/``train``: the reference
     codes' names, ``ensemble``: pmgaft's curated names); ``classnames``, when also given (a loader's raw
     ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``, cleaned with the
-    style's rules and combined with its generic template(s). ``shipped``: text that came with the data, used
-    verbatim by the styles that reproduce CLIP_benchmark.
+    style's rules and combined with its generic template(s). A style may relabel a registered set
+    (``Prompts.label_map``) or build from the loader's own ``classnames`` (``PromptStyle.loader_names``).
+    ``shipped``: text that came with the data, used verbatim by the styles that reproduce CLIP_benchmark.
     """
     builder = get_style(style)
     if shipped is not None and builder.uses_shipped_text:
@@ -90,13 +108,18 @@ def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str]
         return Prompts(dataset=dataset, style=style, classnames=list(shipped.classnames), templates=templates,
                        names_source=shipped.source)
     key = resolve_dataset(dataset)
+    relabel = None
     if key is not None:
         names, source = builder.names(key)
+        relabel = builder.relabel(key)
         if classnames is not None and len(classnames) != len(names):
             raise _mismatch(dataset, names, classnames)
+        if classnames is not None and builder.loader_names(key):
+            names = [str(c) for c in classnames]
     elif classnames is None:
         raise _unknown(dataset)
     else:
         names, source = [str(c) for c in classnames], "the dataset's own class names (the loader's .classes)"
     out_names, templates = builder.build(key, names)
-    return Prompts(dataset=dataset, style=style, classnames=out_names, templates=templates, names_source=source)
+    return Prompts(dataset=dataset, style=style, classnames=out_names, templates=templates, names_source=source,
+                   label_map=list(relabel.mapping) if relabel else None, label_note=relabel.note if relabel else "")

@@ -214,6 +214,10 @@ def validate(config: TrainConfig) -> None:
     lookup({r: r for r in ATTACK_REDUCTIONS}, config.attack_reduction, "attack_reduction")
     lookup(NORMALIZATIONS, config.normalization, "normalization")
     lookup(PROMPT_STYLES, config.prompt_style, "prompt_style")
+    if PROMPT_STYLES[config.prompt_style].relabel(config.dataset) is not None:  # unregistered names: None
+        raise PmgaftError(f"prompt_style {config.prompt_style!r} scores {config.dataset!r} with merged or dropped "
+                          f"classes (an evaluation protocol's label map), but training uses the data's own labels: "
+                          f"use prompt_style 'train' or 'paper'.")
     lookup(TRANSFORMS, config.transform, "transform")
     if config.logit_scale != "model" and not (isinstance(config.logit_scale, (int, float))
                                               and config.logit_scale > 0):
