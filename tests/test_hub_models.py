@@ -78,7 +78,7 @@ def test_missing_weights_are_refused_not_random(tmp_path, offline_hub):  # noqa:
     with pytest.raises(PmgaftError, match=r"no weights file .*random weights, pmgaft refuses"):
         load_clip(f"local-dir:{folder}")
     fill_hf_cache(offline_hub, "testorg/config-only", folder)  # config cached, weights not
-    with pytest.raises(PmgaftError, match=r"the weights .* not in the Hugging Face cache .*offline.*hf download"):
+    with pytest.raises(PmgaftError, match=r"the weights file .* not in the Hugging Face cache .*offline.*hf download"):
         load_clip("hf-hub:testorg/config-only")
 
 
@@ -189,3 +189,33 @@ def test_bench_times_a_hub_model_with_its_weights(tmp_path, weights):
     folder = hub_folder(tmp_path / "hub", weights, _cfg())
     harness = build_harness(f"local-dir:{folder}", classes=3, device=torch.device("cpu"))
     assert torch.equal(harness.loaded.model.state_dict()["visual.proj"], weights["visual.proj"])
+
+
+@pytest.mark.parametrize("error, filename, match", [
+    ("RepositoryNotFoundError", "open_clip_config.json", r"no model repository 'someone/typo' on the Hugging Face hub"),
+    ("RemoteEntryNotFoundError", "open_clip_config.json", r"has no open_clip_config.json: it is not in open_clip's"),
+    ("RemoteEntryNotFoundError", None, r"has no weights file .* open_clip would build it with random weights"),
+])
+def test_what_the_hub_answers_is_said_in_one_sentence(monkeypatch, error, filename, match):
+    """Online: an unknown repo, a repo not in open_clip's format, a repo without weights (huggingface_hub's errors
+    as open_clip's download helper wraps them)."""
+    import importlib
+
+    import huggingface_hub.errors as hub_errors
+
+    from pmgaft.models import hub_folder as hub
+
+    http = importlib.import_module(hub_errors.Response.__module__.split(".")[0])  # huggingface_hub's HTTP library
+    response = http.Response(404, request=http.Request("GET", "https://huggingface.co/someone/typo"))
+    cause = getattr(hub_errors, error)("404 Client Error", response=response)
+
+    def download(repo, filename=None, **kwargs):
+        try:
+            raise cause
+        except Exception as e:  # what open_clip.pretrained.download_pretrained_from_hf does
+            raise FileNotFoundError(f"Failed to download file ({filename}) for {repo}. Last error: {e}")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr("open_clip.pretrained.download_pretrained_from_hf", download)
+    with pytest.raises(PmgaftError, match=match):
+        hub._download("someone/typo", filename)

@@ -2,8 +2,8 @@
 
 One :class:`PmgaftError` lists every problem found: an unwritable results folder, unknown datasets, splits a
 dataset does not have, data missing under the data root, checkpoints that are missing, unreadable or unsafe to
-unpickle, unknown architectures or hub tags, hub models neither cached nor fetchable. Missing data can instead be
-accepted (``allow_missing``): those datasets then get error cards and the rest of the grid runs.
+unpickle, unknown architectures or hub tags. Missing data can instead be accepted (``allow_missing``): those
+datasets then get error cards and the rest of the grid runs.
 """
 from __future__ import annotations
 

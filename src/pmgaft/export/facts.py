@@ -16,7 +16,7 @@ import yaml
 
 from pmgaft.errors import PmgaftError
 from pmgaft.models import NORMALIZATIONS, LoadedClip, hub_name, read_metadata
-from pmgaft.models.hub import HF_HUB
+from pmgaft.models.hub_folder import HF_HUB
 from pmgaft.utils import file_sha256
 
 RUN_WEIGHTS = ("best.safetensors", "last.safetensors")  # in the order an export prefers them

@@ -12,7 +12,7 @@ import json
 from pmgaft.data.cli import format_table
 from pmgaft.errors import PmgaftError
 from pmgaft.models.catalogue import CatalogueEntry, catalogue, find_entry
-from pmgaft.models.hub import WEIGHTS_NAMES
+from pmgaft.models.hub_folder import WEIGHTS_NAMES
 from pmgaft.utils import did_you_mean
 
 HEADER = ("name", "architecture", "init", "method", "eps", "trained on", "reported clean / robust (eps)", "cached",

@@ -2,13 +2,14 @@
 
 ``load_clip(name, pretrained)`` takes an open_clip hub tag (``openai``), a local weights file of any layout
 :mod:`pmgaft.models.files` reads (never executing code from it), or None (random init). ``name`` may also be a
-hub model, ``hf-hub:ORG/NAME`` or ``local-dir:PATH`` (:mod:`pmgaft.models.hub`): its ``open_clip_config.json`` is
-the architecture and, with ``pretrained=None``, its weights file the weights. It then
+hub model, ``hf-hub:ORG/NAME`` or ``local-dir:PATH`` (:mod:`pmgaft.models.hub_folder`): its
+``open_clip_config.json`` is the architecture and, with ``pretrained=None``, its weights file the weights. It then
 
 1. decides the **activation**: OpenAI CLIP was trained with QuickGELU, open_clip's ``ViT-B-32`` config uses GELU
-   (open_clip only warns). The evidence, strongest first: an explicit ``quick_gelu=``; pmgaft's checkpoint
-   metadata; a hub model's ``open_clip_config.json``; the hub tag's ``quick_gelu`` flag; an OpenAI file (TorchScript archive, OpenAI's extra entries, the
-   TeCoA lineage's released checkpoints); the base weights of an image-tower-only file (``text_pretrained``); a
+   (open_clip only warns). The evidence, strongest first: an explicit ``quick_gelu=``; a hub model's
+   ``open_clip_config.json`` for its own weights; pmgaft's checkpoint metadata; the hub tag's ``quick_gelu``
+   flag; an OpenAI file (TorchScript archive, OpenAI's extra entries, the TeCoA lineage's released checkpoints);
+   the base weights of an image-tower-only file (``text_pretrained``); the hub config of a file's architecture; a
    ``-quickgelu`` architecture name. A plain state_dict that tells nothing gets the config's activation and a
    warning naming the choice;
 2. builds the architecture (``force_quick_gelu``) and loads the weights strictly; an image-tower-only file (FARE,
@@ -40,8 +41,8 @@ from pmgaft.models.architecture import matching_architectures
 from pmgaft.models.checkpoint import ModelRecord, Normalization, checkpoint_record, model_record
 from pmgaft.models.fast import use_fast_kernels
 from pmgaft.models.files import CHECKPOINT_SUFFIXES, WeightsFile, read_weights
-from pmgaft.models.hub import HF_HUB, HubModel, hub_name, hub_record, resolve_hub
-from pmgaft.models.hub import hub_offline as _hub_offline, hub_reachable as _hub_reachable
+from pmgaft.models.hub_folder import HF_HUB, HubModel, hub_name, hub_record, resolve_hub
+from pmgaft.models.hub_folder import hub_offline as _hub_offline, hub_reachable as _hub_reachable
 from pmgaft.utils import did_you_mean, resolve_device, state_dict_hash
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

@@ -180,7 +180,7 @@ def _download_failure(repo: str, filename: str | None, online: bool, cause: Base
     from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RemoteEntryNotFoundError,
                                         RepositoryNotFoundError)
 
-    what = filename or f"the weights ({' or '.join(WEIGHTS_NAMES)})"
+    what = filename or f"weights file ({' or '.join(WEIGHTS_NAMES)})"
     if isinstance(cause, GatedRepoError):
         return (f"hf-hub:{repo} is gated: accept its terms on huggingface.co and log in (`hf auth login`, or set "
                 f"HF_TOKEN).")
@@ -195,11 +195,11 @@ def _download_failure(repo: str, filename: str | None, online: bool, cause: Base
     if isinstance(cause, LocalEntryNotFoundError):
         why = "offline (HF_HUB_OFFLINE)" if _offline_requested() else "unreachable" if not online else \
             "not answering"
-        return (f"hf-hub:{repo}: {what} is not in the Hugging Face cache ({cache}) and the hub is {why}: on a "
+        return (f"hf-hub:{repo}: the {what} is not in the Hugging Face cache ({cache}) and the hub is {why}: on a "
                 f"machine with internet run `hf download {repo} {HF_CONFIG_NAME} {HF_SAFE_WEIGHTS_NAME}` (or "
                 f"{HF_WEIGHTS_NAME} where the repo has no safetensors) and point HF_HUB_CACHE at that cache, or copy "
                 f"the files into a folder and name it local-dir:FOLDER.")
-    return f"could not fetch {what} of hf-hub:{repo}: {type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
+    return f"could not fetch the {what} of hf-hub:{repo}: {type(cause).__name__}: {' '.join(str(cause).split())[:200]}"
 
 
 def _offline_requested() -> bool:
