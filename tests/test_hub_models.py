@@ -59,6 +59,8 @@ def test_local_dir_is_what_open_clip_builds(tmp_path, weights):
     assert loaded.normalization == "imagenet" and loaded.name == f"local-dir:{folder.resolve()}"
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in weights.items())
     _same_function(loaded, reference)
+    other = hub_folder(tmp_path / "inception", weights, _cfg(), preprocess={"mean": [0.5] * 3, "std": [0.5] * 3})
+    assert load_clip(f"local-dir:{other}").normalization == ((0.5,) * 3, (0.5,) * 3)  # no name: the numbers
 
 
 @pytest.mark.parametrize("weights_file", ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
@@ -117,7 +119,11 @@ def test_a_bin_that_pickles_code_is_refused(tmp_path, offline_hub, weights):  # 
 def test_quick_gelu_values(tmp_path, weights):
     for value, expected in (("FALSE", False), (1, True), (False, False)):
         folder = hub_folder(tmp_path / str(value), weights, _cfg(value))
-        assert load_clip(f"local-dir:{folder}").quick_gelu is expected
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert load_clip(f"local-dir:{folder}").quick_gelu is expected
+        assert any("plain open_clip takes any non-empty string as true" in str(w.message) for w in caught) is \
+            (value == "FALSE")
     with pytest.raises(PmgaftError, match="quick_gelu = 'maybe'"):
         load_clip(f"local-dir:{hub_folder(tmp_path / 'bad', weights, _cfg('maybe'))}")
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -78,8 +79,13 @@ class HubModel:
         value = self.model_cfg.get("quick_gelu", False)
         if isinstance(value, bool):
             return value
-        if isinstance(value, (str, int)) and str(value).strip().lower() in _TRUE + _FALSE:
-            return str(value).strip().lower() in _TRUE
+        text = str(value).strip().lower()
+        if isinstance(value, (str, int)) and text in _TRUE + _FALSE:
+            if isinstance(value, str) and text in _FALSE and value:
+                warnings.warn(f"{self.name}: open_clip_config.json stores quick_gelu as the string {value!r}; pmgaft "
+                              f"reads it as false (GELU), but plain open_clip takes any non-empty string as true "
+                              f"and builds QuickGELU: write the JSON boolean false.", stacklevel=3)
+            return text in _TRUE
         raise PmgaftError(f"{self.name}: open_clip_config.json has quick_gelu = {value!r}; expected true or false.")
 
     @property
