@@ -138,6 +138,10 @@ def test_released_layout_exports_with_quick_gelu_and_the_base_text_tower(tmp_pat
     assert type(model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
     _assert_same_model(model, ours.model)
     assert "No pmgaft evaluation results were found" in (out / "README.md").read_text()
+    # a plain state_dict cannot tell its activation: --quick-gelu states it
+    assert main(["export", str(tmp_path / "base.pt"), "--model", "pmgaft-micro", "--quick-gelu", "--out",
+                 str(tmp_path / "plain"), "--results", str(tmp_path / "none")]) == 0
+    assert json.loads((tmp_path / "plain" / "open_clip_config.json").read_text())["model_cfg"]["quick_gelu"] is True
 
 
 def test_bad_input_writes_nothing(run, tmp_path, capsys, monkeypatch):

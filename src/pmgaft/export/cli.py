@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="open_clip architecture of a file that does not record it (as for eval)")
     parser.add_argument("--pretrained", help="base weights (tag or file) whose text tower an image-tower-only "
                                              "checkpoint gets (FARE, TeCoA/PMG-AFT/TGA-ZSR releases)")
+    parser.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
+                        help="the activation the weights were trained with, for a file that cannot tell (QuickGELU "
+                             "for OpenAI-lineage weights); default: what the weights record (as for eval)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="results directory whose cards of these weights the model card reports "
                              "(default: ./results)")
@@ -52,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     repo = check_repo_id(args.push) if args.push else None
     token = hub_token() if repo and not args.dry_run else None  # refused before any work
     check_out(args.out, args.force)
-    options = dict(model=args.model, text_pretrained=args.pretrained, results=args.results, name=args.name,
-                   hub_id=repo, license=args.license, trust_checkpoint=args.trust_checkpoint)
+    options = dict(model=args.model, text_pretrained=args.pretrained, quick_gelu=args.quick_gelu,
+                   results=args.results, name=args.name, hub_id=repo, license=args.license,
+                   trust_checkpoint=args.trust_checkpoint)
     if args.dry_run:
         with tempfile.TemporaryDirectory() as tmp:
             done = export_folder(args.checkpoint, Path(tmp) / args.out.name, **options)

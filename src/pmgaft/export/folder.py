@@ -89,20 +89,23 @@ def _keys(path: Path) -> set[str]:
 
 
 def export_folder(checkpoint: str | Path, out: str | Path, *, model: str | None = None,
-                  text_pretrained: str | None = None, results: str | Path | None = "results",
-                  name: str | None = None, hub_id: str | None = None, license: str = "mit", force: bool = False,
-                  trust_checkpoint: bool = False) -> Export:
+                  text_pretrained: str | None = None, quick_gelu: bool | None = None,
+                  results: str | Path | None = "results", name: str | None = None, hub_id: str | None = None,
+                  license: str = "mit", force: bool = False, trust_checkpoint: bool = False) -> Export:
     """Write ``checkpoint`` (a run directory or a weights file) as a hub folder at ``out``.
 
     ``model``: the architecture of a file that does not record it; ``text_pretrained``: the base weights of an
-    image-tower-only file; ``results``: the results directory whose cards of these weights the card reports;
-    ``name`` / ``hub_id``: the model's name in the card and its repo (``ORG/NAME``) in the usage snippet.
+    image-tower-only file; ``quick_gelu``: the activation of a file that cannot tell (None: decided from the
+    weights, as :func:`pmgaft.models.load_clip` does); ``results``: the results directory whose cards of these
+    weights the card reports; ``name`` / ``hub_id``: the model's name in the card and its repo (``ORG/NAME``) in
+    the usage snippet.
     """
     out = Path(out).expanduser()
     check_out(out, force)  # before any work
     source = find_source(checkpoint)
     arch = checkpoint_record(source.weights).arch or model
-    loaded = load_clip(arch, source.weights, text_pretrained=text_pretrained, trust_checkpoint=trust_checkpoint)
+    loaded = load_clip(arch, source.weights, text_pretrained=text_pretrained, quick_gelu=quick_gelu,
+                       trust_checkpoint=trust_checkpoint)
     facts = model_facts(loaded, source, name or (hub_id.split("/")[-1] if hub_id else out.name))
     results = Path(results).expanduser() if results is not None else None
     rows = measured(results, weights_hash=facts.weights_hash, sha256=facts.source_sha256) if results else []
