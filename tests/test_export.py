@@ -101,6 +101,11 @@ def test_card_and_robustness_json_hold_the_recipe_and_measured_numbers(run, expo
     assert meta["library_name"] == "open_clip" and meta["pipeline_tag"] == "zero-shot-image-classification"
     assert "tecoa" in meta["tags"] and meta["datasets"] == ["tinyimagenet"] and "base_model" not in meta
     assert "| method | tecoa |" in body and "| eps | 1/255 |" in body and "attack_steps: 2" in body
+    from pmgaft.export.facts import base_model_id  # what base_model says for other starting weights
+
+    assert base_model_id("ViT-B-32", "openai") == "timm/vit_base_patch32_clip_224.openai"
+    assert base_model_id("hf-hub:chs20/fare4-clip", None) == base_model_id("fare4-clip", None) == "chs20/fare4-clip"
+    assert base_model_id("pmgaft-micro", "/runs/x/best.safetensors") is None
     found = {k.split("/", 1)[1]: c for k, c in cards(run[1]).items()}
     pgd, aa = found["digits/pgd2_eps1.json"], found["digits/autoattack_eps32.json"]
     assert f"| digits | test | 24 | pgd2 | 1/255 | worst | {100 * pgd['clean_accuracy']:.2f} | " \
