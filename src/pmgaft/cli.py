@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("pmgaft.reproduce", "train + evaluate the paper's methods, paper-style table"),
     "quickstart": ("pmgaft.quickstart", "the whole PMG-AFT story on real images, on a CPU, in minutes"),
     "bench": ("pmgaft.bench.cli", "time training steps, attacks, inference and data loading (FLOPs, MFU, memory)"),
+    "models": ("pmgaft.models.cli", "the public robust CLIP models by name (hub repo, training, reported numbers)"),
+    "export": ("pmgaft.export.cli", "write a run or checkpoint as open_clip's hub folder with a model card (--push)"),
 }
 
 

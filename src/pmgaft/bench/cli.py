@@ -19,7 +19,9 @@ from pmgaft.utils import atomic_write_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchConfig()
-    parser.add_argument("--model", default=d.model, help=f"open_clip architecture, random init (default: {d.model})")
+    parser.add_argument("--model", default=d.model, help=f"open_clip architecture, random init (default: {d.model}); "
+                        f"or a hub model (hf-hub:ORG/NAME, local-dir:PATH, a name from `pmgaft models`) with its "
+                        f"weights")
     parser.add_argument("--method", nargs="+", choices=TRAINABLE, default=list(TRAINABLE), metavar="METHOD",
                         help=f"training methods to time: {', '.join(TRAINABLE)} (default: all)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default: "

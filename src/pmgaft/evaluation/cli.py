@@ -30,14 +30,16 @@ _EVAL_TRANSFORMS = [t for t in TRANSFORM_PRESETS if not t.startswith("train")]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("models")
-    m.add_argument("--model", help="open_clip architecture (e.g. ViT-B-32); also the architecture of checkpoints "
-                                   "without pmgaft metadata")
+    m.add_argument("--model", help="open_clip architecture (e.g. ViT-B-32), also of checkpoints without pmgaft "
+                                   "metadata; or a hub model with its weights: hf-hub:ORG/NAME, local-dir:PATH, or a "
+                                   "name from `pmgaft models` (e.g. fare4-clip)")
     m.add_argument("--pretrained", help="open_clip tag (openai) or weights file for --model; also the base weights "
                                         "(text tower) of image-tower-only checkpoints (FARE, TeCoA/PMG-AFT/TGA-ZSR "
                                         "releases); omitted with --checkpoint: only the checkpoints are evaluated")
     m.add_argument("--label", help="label of the --model entry in the results (default: MODEL_PRETRAINED)")
     m.add_argument("--checkpoint", action="append", default=[], metavar="[LABEL=]PATH",
-                   help="a fine-tuned checkpoint to evaluate, e.g. pmgaft=runs/pmg_aft/best.safetensors (repeatable)")
+                   help="a fine-tuned checkpoint to evaluate, e.g. pmgaft=runs/pmg_aft/best.safetensors, or a hub "
+                        "model, e.g. fare=fare4-clip (repeatable)")
     m.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=None,
                    help="force QuickGELU (OpenAI CLIP's activation) on or off; default: what each model's weights "
                         "were trained with (a warning says which when a file cannot tell)")

@@ -103,9 +103,9 @@ def logits_setup(protocol: Protocol, record: ModelRecord) -> dict[str, Any]:
 
 
 def _image_size(arch: str) -> int:
-    import open_clip
+    from pmgaft.models import model_config
 
-    size = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
+    size = (model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 

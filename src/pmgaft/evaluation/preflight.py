@@ -67,7 +67,7 @@ def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
 
 
 def model_problems(models: list[ModelSpec], trust: bool) -> list[str]:
-    from pmgaft.models import list_models
+    from pmgaft.models import hub_name, list_models, resolve_hub
 
     known = set(list_models())
     problems = []
@@ -75,10 +75,14 @@ def model_problems(models: list[ModelSpec], trust: bool) -> list[str]:
         try:
             if spec.is_checkpoint:
                 probe_weights(str(spec.pretrained), trust=trust)
+            if spec.hub is not None:  # fetches the hub model's files into the cache (or says what is missing)
+                probe_weights(spec.hub.weights, trust=trust)
             if spec.text_pretrained and Path(str(spec.text_pretrained)).expanduser().is_file():
                 probe_weights(str(spec.text_pretrained), trust=trust)
             arch = spec.arch
-            if arch not in known:
+            if hub_name(arch) is not None:
+                resolve_hub(arch, weights=False)  # a checkpoint of a hub architecture: its config must be there
+            elif arch not in known:
                 problems.append(f"{spec.label}: unknown model {arch!r}.{did_you_mean(arch, known)}")
             elif spec.pretrained and not spec.is_checkpoint:
                 import open_clip

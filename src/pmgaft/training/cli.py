@@ -40,8 +40,10 @@ _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(
 _HELP = {
     "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga",
     "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
-    "model": "open_clip architecture of the model to fine-tune",
-    "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
+    "model": "open_clip architecture of the model to fine-tune, or a hub model to start from (hf-hub:ORG/NAME, "
+             "local-dir:PATH, or a name from `pmgaft models`: its own config and weights)",
+    "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init; not used with a "
+                  "hub --model, which brings its weights)",
     "text_pretrained": "base weights (tag or file) whose text tower an image-tower-only --pretrained file (FARE, "
                        "TeCoA-lineage releases) was fine-tuned from",
     "quick_gelu": "build the architecture with QuickGELU (OpenAI CLIP's activation); default: what the starting "

@@ -22,7 +22,7 @@ from pmgaft.data.transforms import PRESETS as TRANSFORMS
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
 from pmgaft.methods import METHODS, AttackSettings, build_method
-from pmgaft.models import NORMALIZATIONS
+from pmgaft.models import NORMALIZATIONS, hub_name
 from pmgaft.prompts import PROMPT_STYLES
 from pmgaft.training.recipes import RECIPES
 from pmgaft.utils import did_you_mean, lookup, resolve_device
@@ -170,7 +170,13 @@ def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str 
     layered = {**file_values, **overrides}
     recipe = lookup(RECIPES, str(layered.get("recipe", "paper")), "recipe")
     method = lookup(METHODS, str(layered.get("method", "pmg_aft")), "method")
-    config = TrainConfig(**{**recipe, **method.defaults, **layered})
+    values = {**recipe, **method.defaults, **layered}
+    hub = hub_name(values.get("model")) if isinstance(values.get("model"), str) else None
+    if hub is not None:  # a hub model carries its own weights: the recipe's base tag does not apply to it
+        values["model"] = hub
+        if "pretrained" not in layered:
+            values["pretrained"] = None
+    config = TrainConfig(**values)
     validate(config)
     return config
 
