@@ -38,7 +38,7 @@ _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(
 # One line per config key: what it is and its units. The default (and what a recipe or method changes) is
 # appended by _help_for, so it cannot drift from RECIPES / Method.defaults.
 _HELP = {
-    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga",
+    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga, agft",
     "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
     "model": "open_clip architecture of the model to fine-tune",
     "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
@@ -53,6 +53,10 @@ _HELP = {
              "adversarial attention distance (default 0.08 / 0.10)",
     "beta": "weight of the second regularizer: PMG-AFT KL(P_clean||P_adv) (default 1), TGA-ZSR / Comp-TGA clean "
             "attention distance (default 0.05 / 0.07)",
+    "agft_scale": "AGFT's logit scale s of the trained model's logits in its loss and train-time attack (training "
+                  "only: evaluation keeps --logit-scale, CLIP's 100; default 180, the paper run's)",
+    "agft_ratio": "AGFT's teacher/student scale ratio rho: the original model's soft target is softmax(rho x s x "
+                  "cosine) (default 0.4, the paper run's)",
     "kl_reduction": "PMG-AFT KL terms: 'batchmean' (averaged over the batch) or 'sum' (summed, as the released code)",
     "kl_direction": "PMG-AFT KL direction: 'official' = KL(P_ori||P_adv), KL(P_clean||P_adv); 'reversed' = the "
                     "released code before its 2024-05-29 fix",

@@ -54,6 +54,8 @@ class TrainConfig:
     # objective
     alpha: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.08, comp_tga 0.10)
     beta: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.05, comp_tga 0.07)
+    agft_scale: float | None = None  # AGFT's training-only logit scale s (None: the method's default, 180)
+    agft_ratio: float | None = None  # AGFT's teacher/student scale ratio rho (None: the method's default, 0.4)
     kl_reduction: str = "batchmean"
     kl_direction: str = "official"
     logit_scale: str | float = "model"
