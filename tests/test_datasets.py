@@ -216,6 +216,8 @@ PRESET_CASES = [  # (dataset, preset, image_size, description, output side for t
     ("sun397", "tga-zsr", 224, R_C, 224), ("digits", "tga-zsr", 32, "Resize((32, 32), bilinear)", 32),
     ("digits", "official", 224, "native 8x8", None), ("mnist", "clip", 224, "native 28x28", None),
     ("foolbox_imagenet", "tga-zsr", 224, R_C, 224), ("tinyimagenet", "train", 224, R_C, 224),
+    ("imagenet", "train224", 224, "Resize(224, bilinear) + CenterCrop(224)", 224),  # AGFT's utils.py
+    ("cifar10", "train224", 224, "native 32x32", None),
 ]
 
 

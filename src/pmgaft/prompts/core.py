@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from pmgaft.errors import PmgaftError
+from pmgaft.prompts._sources import data_json
 from pmgaft.prompts.classnames import FOLDER_PREFIX, known_datasets, resolve_dataset
+from pmgaft.prompts.paper import IMAGENET_REFERENCE
 from pmgaft.prompts.styles import get_style
 from pmgaft.utils import did_you_mean
 
@@ -60,13 +62,23 @@ def _unknown(dataset: str) -> PmgaftError:
                        f" For another image folder use 'folder:PATH' and pass classnames=.")
 
 
+def imagenet_positions(classnames: Sequence[str]) -> list[int] | None:
+    """Where each class sits in ImageNet-1k's label order (its sorted wnids) when every class name is an
+    ImageNet-1k WordNet id (an ImageFolder of ``n01440764/``-style folders); None otherwise."""
+    order = {w: i for i, w in enumerate(sorted(data_json(IMAGENET_REFERENCE)["names"]))}
+    positions = [order.get(str(c)) for c in classnames]
+    return None if not positions or None in positions else positions  # type: ignore[return-value]
+
+
 def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str] | None = None) -> Prompts:
     """Class names and templates of ``dataset`` in prompt style ``style`` (``PROMPT_STYLES``).
 
     Registered datasets (and ``foolbox_*`` aliases) use the style's list (``paper``/``train``: the reference
     codes' names, ``ensemble``: pmgaft's curated names); ``classnames``, when also given (a loader's raw
     ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``, cleaned with the
-    style's rules and combined with its generic template(s).
+    style's rules and combined with its generic template(s) -- except ImageNet WordNet ids (a folder of ImageNet's
+    ``n########`` class folders, e.g. ImageNet train as an ImageFolder), which get the style's ImageNet names and
+    template for those classes.
     """
     builder = get_style(style)
     key = resolve_dataset(dataset)
@@ -76,6 +88,10 @@ def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str]
             raise _mismatch(dataset, names, classnames)
     elif classnames is None:
         raise _unknown(dataset)
+    elif (positions := imagenet_positions(classnames)) is not None:
+        imagenet, source = builder.names("imagenet")
+        key, names = "imagenet", [imagenet[i] for i in positions]
+        source = f"{source}, for the data's {len(names)} ImageNet wnid class folders"
     else:
         names, source = [str(c) for c in classnames], "the dataset's own class names (the loader's .classes)"
     out_names, templates = builder.build(key, names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pmgaft.prompts.agft_train import build_agft_train, clean_agft_train
 from pmgaft.prompts.classnames import classname_source, curated_classnames
 from pmgaft.prompts.ensemble import build_ensemble, clean_ensemble
 from pmgaft.prompts.paper import build_paper, build_train, clean_paper, paper_names, reference_names
@@ -35,6 +36,8 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     "ensemble": PromptStyle("CLIP_benchmark / OpenAI template ensembles", clean_ensemble, build_ensemble, _curated),
     "train": PromptStyle("reference training prompt 'This is a photo of a {}' for every dataset", clean_paper,
                          build_train, reference_names),
+    "agft_train": PromptStyle("AGFT's training prompt 'This is a photo of a {}.' on the reference names, '_' and '-' "
+                              "as spaces, case kept", clean_agft_train, build_agft_train, reference_names),
 }
 
 
