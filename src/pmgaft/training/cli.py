@@ -8,6 +8,7 @@ Examples::
     pmgaft train --method pmg_aft --recipe paper --data-root data --out-dir runs/pmg_aft
     pmgaft train --config configs/pmg_aft.yaml --micro-batch 64          # batch 256 on a small GPU
     pmgaft train --config configs/tiny/pmg_aft.yaml --max-steps 20      # CPU smoke run
+    pmgaft train --config configs/imagenet/agft.yaml --dry-run          # every setting and its source
     pmgaft train --out-dir runs/pmg_aft --resume                        # continue it: nothing else needed
     torchrun --nproc_per_node 4 -m pmgaft train --config configs/pmg_aft.yaml   # see docs/distributed.md
 """
@@ -152,6 +153,10 @@ def _flag_type(name: str, hint: typing.Any):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter  # exit statuses, run dir
     parser.add_argument("--config", help="YAML file of config keys (see configs/); flags override it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="resolve and check the settings, print each with where it comes from (recipe, method "
+                             "default, config file, flag) and the data the run would read, then exit: no model is "
+                             "built")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -174,7 +179,12 @@ def resume_command(run_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from pmgaft.training import TrainingStopped, latest_checkpoint, resolve_config, resume_config, train
 
-    given = {k: v for k, v in vars(args).items() if k != "config"}
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "dry_run")}
+    if args.dry_run:
+        from pmgaft.training.dryrun import print_plan
+
+        print_plan(given, args.config)
+        return 0
     config = resume_config(given, args.config) if given.get("resume") else resolve_config(given, args.config)
     rank0 = os.environ.get("RANK", "0") == "0"
     try:

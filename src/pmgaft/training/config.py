@@ -164,15 +164,33 @@ def _numbers_from_strings(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
-    """Recipe defaults < the method's defaults < ``config_file`` < ``overrides`` (e.g. command-line flags)."""
+def config_layers(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None
+                  ) -> list[tuple[str, dict[str, Any]]]:
+    """Where settings come from, lowest precedence first: ``(source, values)`` for the recipe, the method's
+    defaults, ``config_file`` and ``overrides`` (the command-line flags); keys in none of them keep
+    :class:`TrainConfig`'s default."""
     overrides = dict(overrides or {})
     check_keys(overrides, "the arguments")
     file_values = read_config_file(config_file) if config_file is not None else {}
     layered = {**file_values, **overrides}
-    recipe = lookup(RECIPES, str(layered.get("recipe", "paper")), "recipe")
-    method = lookup(METHODS, str(layered.get("method", "pmg_aft")), "method")
-    config = TrainConfig(**{**recipe, **method.defaults, **layered})
+    recipe_name, method_name = str(layered.get("recipe", "paper")), str(layered.get("method", "pmg_aft"))
+    recipe = lookup(RECIPES, recipe_name, "recipe")
+    method = lookup(METHODS, method_name, "method")
+    return [(f"recipe {recipe_name}", dict(recipe)), (f"method {method_name} default", dict(method.defaults)),
+            (f"config file {config_file}", file_values), ("flag", overrides)]
+
+
+def setting_sources(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """``{key: where its value comes from}`` for every config key (the last layer that sets it wins)."""
+    sources = {name: "pmgaft default" for name in FIELD_NAMES}
+    for source, values in layers:
+        sources.update({key: source for key in values})
+    return sources
+
+
+def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
+    """Recipe defaults < the method's defaults < ``config_file`` < ``overrides`` (e.g. command-line flags)."""
+    config = TrainConfig(**{k: v for _, values in config_layers(overrides, config_file) for k, v in values.items()})
     validate(config)
     return config
 

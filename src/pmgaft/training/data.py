@@ -23,6 +23,9 @@ from pmgaft.errors import PmgaftError
 from pmgaft.training.config import TrainConfig
 
 
+TRAIN_IMAGE_SIZE = 224  # the input side the training transforms are built for (the model resizes inside)
+
+
 @dataclass
 class TrainData:
     train: ImageDataset
@@ -33,7 +36,8 @@ class TrainData:
 def load_train_data(config: TrainConfig) -> TrainData:
     """The training split of ``config.dataset`` minus a stratified, seeded validation split."""
     preset = "train_augment" if config.augment else config.transform
-    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset)
+    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset,
+                        image_size=TRAIN_IMAGE_SIZE)
     if len(set(full.targets)) < 2:
         raise PmgaftError(f"training set {config.dataset!r} under {config.data_root} has images of "
                           f"{len(set(full.targets))} class; zero-shot fine-tuning needs at least 2 classes.")
@@ -53,7 +57,7 @@ def load_train_data(config: TrainConfig) -> TrainData:
 
 
 def _eval_transform(config: TrainConfig) -> Any:
-    return make_transform(DATASETS.get(config.dataset), config.transform)
+    return make_transform(DATASETS.get(config.dataset), config.transform, TRAIN_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
