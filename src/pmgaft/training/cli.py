@@ -64,8 +64,10 @@ _HELP = {
     "logit_scale": "zero-shot logits = SCALE x cosine: 'model' (CLIP's learned scale, 100) or a number (1 = raw "
                    "cosine)",
     "normalization": "input mean/std applied inside the model: 'clip' or 'imagenet'",
-    "prompt_style": "class prompts: 'train' = \"This is a photo of a {}\", 'paper' = per-dataset, 'ensemble'",
-    "transform": "image preprocessing preset ('train': Resize(256)+CenterCrop(224), native size for small images)",
+    "prompt_style": "class prompts: 'train' = \"This is a photo of a {}\", 'agft_train' = AGFT's \"This is a photo "
+                    "of a {}.\" (names not lower-cased), 'paper' = per-dataset, 'ensemble'",
+    "transform": "image preprocessing preset ('train': Resize(256)+CenterCrop(224), 'train224': AGFT's "
+                 "Resize(224)+CenterCrop(224); native size for small images)",
     "augment": "random resized crops and flips on the training images (not the paper's)",
     "val_size": "images held out of the training set for model selection (default: val_fraction of it)",
     "val_fraction": "fraction of the training set held out for model selection when val_size is not given",
