@@ -57,6 +57,8 @@ def test_dry_run_prints_every_setting_with_its_source_and_builds_nothing(tmp_pat
     assert "agft_scale        180                      method agft default" in capsys.readouterr().out
     assert main(["train", "--config", str(AGFT), "--agft-ratio", "-1", "--dry-run"]) == 2
     assert "agft_ratio must be a positive finite number" in capsys.readouterr().err
+    assert main(["train", "--config", str(AGFT), "--dataset", "imagenett", "--dry-run"]) == 2
+    assert "Did you mean 'imagenet'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

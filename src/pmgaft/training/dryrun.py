@@ -21,6 +21,7 @@ from pmgaft.prompts import get_prompts
 from pmgaft.training.checkpoint import holds_run
 from pmgaft.training.config import TrainConfig, config_layers, setting_sources, validate
 from pmgaft.training.data import TRAIN_IMAGE_SIZE
+from pmgaft.utils import lookup
 
 Echo = Callable[[str], None]
 
@@ -34,7 +35,7 @@ def _training_set(config: TrainConfig) -> tuple[str, int | None, list[str] | Non
         except PmgaftError as err:
             return f"NOT FOUND: {err}", None, None
         return f"found: {folder.location} (counted on disk)", len(folder), list(folder.classes)
-    spec = DATASETS[config.dataset]
+    spec = lookup(DATASETS, config.dataset, "dataset")
     found = spec.locate(config.data_root, "train")
     where = f"found: {found}" if found is not None else f"NOT FOUND: {spec.not_found(config.data_root, 'train')}"
     return f"{spec.display_name}, {spec.describe_split('train')}; {where}", spec.size("train"), None
@@ -51,6 +52,9 @@ def _prompts(config: TrainConfig, classes: list[str] | None) -> tuple[str, str]:
 
 def describe_run(given: Mapping[str, Any], config_file: str | Path | None = None) -> dict[str, Any]:
     """What :func:`print_plan` shows, as data: ``settings`` ({key: (value, source)}) and ``data`` / ``run`` lines."""
+    if given.get("resume"):
+        raise PmgaftError("--dry-run shows the settings of a new run; a run being resumed keeps those in its "
+                          "RUN/config.yaml (read it, or drop --resume).")
     layers = config_layers(given, config_file)
     config = TrainConfig(**{k: v for _, values in layers for k, v in values.items()})
     validate(config)
