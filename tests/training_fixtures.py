@@ -1,5 +1,6 @@
 """Training test helpers: a small set in the TinyImageNet layout (3 classes x 6 noisy 16 px images), one in
-torchvision's ImageNet layout, the argv of a pmgaft-micro run on it, and runs in forked processes (for kill -9 and signal tests)."""
+torchvision's ImageNet layout, the argv of a pmgaft-micro run on it, and runs in forked processes (for kill -9
+and signal tests)."""
 from __future__ import annotations
 
 import multiprocessing

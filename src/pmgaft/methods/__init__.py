@@ -1,8 +1,8 @@
 """Training methods: ``METHODS`` (CLI name -> :class:`Method` class), one small module each.
 
 ``pmg_aft`` (the paper), baselines ``tecoa`` (FT-adv), ``ft_clean``, ``fare``, ``tga_zsr``, ``comp_tga`` (its
-successor), ``agft`` (alignment-guided fine-tuning, CVPR 2026), and ``none`` (the original CLIP, evaluation's reference row). Each returns named loss terms including
-``total``.
+successor), ``agft`` (alignment-guided fine-tuning, CVPR 2026), and ``none`` (the original CLIP, evaluation's
+reference row). Each returns named loss terms including ``total``.
 """
 from __future__ import annotations
 
@@ -29,5 +29,5 @@ def build_method(config: Any) -> Method:
     return lookup(METHODS, config.method, "method").from_config(config)
 
 
-__all__ = ["METHODS", "Agft", "AttackSettings", "CompTga", "Fare", "FtClean", "Method", "NoTraining", "PmgAft", "TeCoA",
-           "TgaZsr", "attention_maps", "build_method", "complementary_maps", "image_tokens"]
+__all__ = ["METHODS", "Agft", "AttackSettings", "CompTga", "Fare", "FtClean", "Method", "NoTraining", "PmgAft",
+           "TeCoA", "TgaZsr", "attention_maps", "build_method", "complementary_maps", "image_tokens"]
