@@ -104,6 +104,33 @@ def test_reproduce_costs_its_plan_from_the_bench_json(bench_json, tmp_path, caps
     assert "no training step for 'fare'" in capsys.readouterr().err
 
 
+def test_data_loading_per_worker_on_imagenet_train(tmp_path, capsys):
+    """ImageNet train (torchvision's layout) through AGFT's training transform, per worker count; the fastest
+    count is what ``pmgaft reproduce`` costs data loading with."""
+    from training_fixtures import imagenet_train
+
+    root = imagenet_train(tmp_path / "data")  # 3 classes x 4 images, sorted by class on disk
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--what", "data", "--dataset", "imagenet", "--data-root", str(root), "--data-split",
+                 "train", "--data-transform", "train224", "--workers", "0", "2", "--data-images", "6",
+                 "--batch-size", "2", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    m = json.loads(out.read_text())["measurements"]
+    assert set(m) == {"data:w0", "data:w2"}
+    for workers in (0, 2):
+        r = m[f"data:w{workers}"]
+        assert (r["workers"], r["images"], r["split"], r["transform"]) == (workers, 6, "train", "train224")
+        rate = 6 / (r["seconds_per_image"] * 6)
+        assert r["images_per_s_per_worker"] == pytest.approx(rate / max(workers, 1))
+        assert f"data imagenet train (train224): {workers} worker(s) " in text
+    assert per_image_costs({"measurements": {"pgd": {"step_seconds": 1, "batch_size": 1, "steps": 1},
+                                             "clean": {"step_seconds": 1, "batch_size": 1}, **m}}).data == \
+        min(r["seconds_per_image"] for r in m.values())
+    assert main(["bench", "--what", "data", "--dataset", "imagenet", "--data-root", str(root), "--workers",
+                 "-1"]) == 2
+    assert "--workers takes one or more counts >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", ["pmgaft-micro", "pmgaft-tiny"])
 def test_tower_flops_formula_matches_the_flop_counter(model):
     loaded = load_clip(model)

@@ -220,6 +220,8 @@ PRESET_CASES = [  # (dataset, preset, image_size, description, output side for t
     ("pcam", "agft", 224, "Resize(224, bilinear) + CenterCrop(224)", 224),
     ("food101", "agft", 224, "Resize(224, bilinear) + CenterCrop(224)", 224), ("cifar10", "ttc", 224, R_C, 224),
     ("stl10", "ttc", 224, R_C, 224), ("country211", "ttc", 224, R_C, 224), ("digits", "ttc", 224, R_C, 224),
+    ("imagenet", "train224", 224, "Resize(224, bilinear) + CenterCrop(224)", 224),  # AGFT's utils.py
+    ("cifar10", "train224", 224, "native 32x32", None),
 ]
 
 

@@ -3,7 +3,9 @@
 Reference: ``clip/model.py`` of clip-anytorch (OpenAI's code), random OpenAI-shaped weights. Routes: a
 TorchScript archive (how OpenAI ships ``ViT-B-32.pt``), the ``openai`` hub tag (offline, from a pre-filled
 Hugging Face cache), the TeCoA-lineage released layout (TeCoA / PMG-AFT / TGA-ZSR / Comp-TGA), FARE's
-image-tower-only files, plain state dicts with an explicit choice, and pmgaft's own checkpoints.
+image-tower-only files, plain state dicts with an explicit choice, and pmgaft's own checkpoints -- on a micro
+OpenAI-shaped model, and at the real shapes of ViT-B/32 (the tag), ViT-B/16 and ViT-L/14 (the tag, OpenAI's
+TorchScript release format and pmgaft's checkpoint).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from openai_reference import (MICRO, MICRO_NAME, inputs, openai_micro, openai_model_module, register_micro_config,
-                              relative_error)
+from openai_reference import (MICRO, MICRO_NAME, REAL_SHAPES, inputs, openai_micro, openai_model_module,
+                              openai_real_size, register_micro_config, relative_error)
 from pmgaft.errors import PmgaftError
 from pmgaft.models import load_clip, save_weights, weights_metadata
 
@@ -193,8 +195,7 @@ def test_openai_tag_offline_from_the_hf_cache_matches_openai(tmp_path):
     assert out["image"] < TOLERANCE and out["text"] < TOLERANCE
 
 
-VIT_B_32 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+VIT_B_32 = REAL_SHAPES["ViT-B-32"]
 
 
 @pytest.mark.slow
@@ -204,3 +205,79 @@ def test_vit_b_32_openai_tag_is_openai_clip(tmp_path):
     state = openai_model_module().CLIP(**VIT_B_32).float().state_dict()
     out = _run_tag(tmp_path, "ViT-B-32", VIT_B_32, state, "timm/vit_base_patch32_clip_224.openai")
     assert out["quick_gelu"] and out["image"] < TOLERANCE and out["text"] < TOLERANCE
+
+
+# --- ViT-B/16 and ViT-L/14 at their real shapes ---------------------------------------------------------------
+# One set of random OpenAI-code weights per architecture (built once, shared by the routes), one image and two
+# captions, no_grad, files deleted as soon as they are read. In-process: the tag route reads a Hugging Face cache
+# redirected to a temporary folder (offline), as the ViT-B/32 test does in a subprocess.
+
+@pytest.fixture(scope="module")
+def real_size():
+    """``get(name) -> (OpenAI-code model, its image and text embeddings)``; one architecture held at a time."""
+    held: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in held:
+            held.clear()  # ViT-L/14 is 1.7 GB: never two references at once
+            reference = openai_real_size(name)
+            images, tokens = inputs(image_size=224)
+            with torch.no_grad():
+                held[name] = reference, images[:1], tokens, reference.encode_image(images[:1]), \
+                    reference.encode_text(tokens)
+        return held[name]
+    yield get
+    held.clear()
+
+
+def _assert_openai_function(loaded, expected) -> None:
+    """QuickGELU in every block of both towers, and the reference's embeddings (one image, two captions)."""
+    _, images, tokens, image_emb, text_emb = expected
+    blocks = [*loaded.model.visual.transformer.resblocks, *loaded.model.transformer.resblocks]
+    assert loaded.quick_gelu and all(type(b.mlp.gelu).__name__ == "QuickGELU" for b in blocks)
+    with torch.no_grad():
+        assert relative_error(loaded.model.encode_image(images), image_emb) < TOLERANCE
+        assert relative_error(loaded.model.encode_text(tokens), text_emb) < TOLERANCE
+
+
+REAL_ARCHS = ["ViT-B-16", pytest.param("ViT-L-14", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name", REAL_ARCHS)
+def test_openai_tag_at_real_size_is_openai_clip(name, tmp_path, monkeypatch, real_size):
+    """``load_clip(name, "openai")``: open_clip's own hub repo for the tag, from the cache, offline."""
+    import open_clip
+    from huggingface_hub import constants
+
+    expected = real_size(name)
+    repo = open_clip.get_pretrained_cfg(name, "openai")["hf_hub"].strip("/")
+    weights = _fill_hf_cache(tmp_path / "hf", repo, expected[0].state_dict())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    loaded = load_clip(name, "openai")
+    weights.unlink()
+    assert loaded.layout == "tag" and "open_clip tag 'openai'" in loaded.activation_source
+    _assert_openai_function(loaded, expected)
+
+
+def test_openai_torchscript_and_pmgaft_checkpoint_at_real_size(tmp_path, real_size):
+    """ViT-B/16 from OpenAI's own release format (a TorchScript archive, as ViT-B-16.pt is shipped), then from
+    pmgaft's checkpoint of what was loaded (how a fine-tuned model comes back for evaluation): both are the
+    reference's function. (ViT-L/14 takes the same code path; at 1.7 GB its test is the tag route only.)"""
+    name = "ViT-B-16"
+    expected = real_size(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warnings
+        torch.jit.trace(expected[0], (expected[1], expected[2]), check_trace=False).save(str(tmp_path / "a.pt"))
+    loaded = load_clip(name, tmp_path / "a.pt")
+    (tmp_path / "a.pt").unlink()
+    assert loaded.layout == "torchscript" and "OpenAI" in loaded.activation_source
+    _assert_openai_function(loaded, expected)
+    meta = weights_metadata(model=name, quick_gelu=loaded.quick_gelu, normalization="clip", logit_scale="model",
+                            provenance={"pmgaft_method": "agft"})
+    save_weights(tmp_path / "last.safetensors", loaded.model, meta)
+    del loaded
+    again = load_clip(None, tmp_path / "last.safetensors")
+    (tmp_path / "last.safetensors").unlink()
+    assert again.name == name and again.activation_source.startswith("recorded")
+    _assert_openai_function(again, expected)

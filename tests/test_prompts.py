@@ -223,6 +223,33 @@ def test_folder_dataset_uses_raw_names_and_generic_templates():
     assert get_prompts("my_set", "train", classnames=raw).classnames == paper.classnames
 
 
+def test_agft_train_style_is_agfts_imagenet_rule():
+    """AGFT's clip_dataset.py: reference name of each wnid, '_' and '-' as spaces, case kept, with a full stop."""
+    p = get_prompts("imagenet", "agft_train")
+    assert p.templates == ["This is a photo of a {}."] and "imagenet_classes_names.txt" in p.names_source
+    wnids = sorted(data_json("imagenet_reference_names")["names"])
+    expected = {"n01440764": "tench", "n01629819": "European fire salamander", "n02124075": "Egyptian cat",
+                "n02085782": "Japanese spaniel", "n03444034": "go kart", "n03590841": "jack o' lantern",
+                "n02012849": "crane", "n03126707": "crane"}
+    assert {w: p.classnames[wnids.index(w)] for w in expected} == expected
+    assert p.texts()[wnids.index("n02124075")] == ["This is a photo of a Egyptian cat."]
+    train = get_prompts("imagenet", "train")  # the TeCoA lineage lower-cases and has no full stop
+    assert train.classnames[wnids.index("n02124075")] == "egyptian cat" and train.templates[0][-1] == "}"
+
+
+def test_folder_of_imagenet_wnids_gets_imagenet_names():
+    """ImageNet train as an ImageFolder (wnid folders) is named like the registered set, in every style."""
+    wnids = ["n01443537", "n02124075"]
+    for style in PROMPT_STYLES:
+        folder = get_prompts("folder:/data/imagenet/train", style, classnames=wnids)
+        whole = get_prompts("imagenet", style)
+        positions = [sorted(data_json("imagenet_reference_names")["names"]).index(w) for w in wnids]
+        assert folder.classnames == [whole.classnames[i] for i in positions], style
+        assert folder.templates == whole.templates and "2 ImageNet wnid class folders" in folder.names_source
+    # not every folder is a wnid: the raw-name rule
+    assert get_prompts("folder:/x", "paper", classnames=["n01443537", "cat"]).classnames == ["n01443537", "cat"]
+
+
 def test_registered_dataset_with_raw_names_of_the_right_length_uses_curated_names():
     raw = ["apple", "aquarium_fish"] + [f"c{i}" for i in range(98)]
     assert get_prompts("cifar100", classnames=raw).classnames[1] == "aquarium fish"
@@ -370,3 +397,14 @@ def test_reference_prompts_from_the_loaders_classes(dataset, attribute, expected
     if len(raw) == NUM_CLASSES[dataset]:
         full = get_prompts(dataset, "paper", classnames=ds.classes)
         assert {label: full.texts()[label][0] for label in expected} == expected
+
+
+def test_folder_of_imagenet_wnids_follows_the_styles_label_map():
+    """TTC scores 999-class ImageNet: a wnid folder holding the dropped 'maillot' n03710637 drops it as well."""
+    wnids = ["n01443537", "n03710637", "n04599235"]
+    folder = get_prompts("folder:/data/imagenet/train", "ttc", classnames=wnids)
+    whole = get_prompts("imagenet", "ttc")
+    order = sorted(data_json("imagenet_reference_names")["names"])
+    assert folder.label_map == [0, None, 1] and "n03710637" in whole.label_note + folder.label_note
+    assert folder.classnames == [whole.classnames[whole.label_map[order.index(w)]] for w in (wnids[0], wnids[2])]
+    assert get_prompts("folder:/x", "paper", classnames=wnids).label_map is None  # paper keeps all 1000

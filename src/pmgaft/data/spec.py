@@ -36,6 +36,7 @@ class DatasetSpec:
     data, e.g. the 70/30 split of an unsplit set), so a dry run can print counts before any download.
     ``per_class``: for splits where every class has the same number of images (ImageNet val: 50), that number
     (what a dry run subtracts for a class a protocol drops).
+    ``split_sources``: how to get a split that ``source`` does not cover (ImageNet's train images).
     """
 
     name: str
@@ -56,6 +57,7 @@ class DatasetSpec:
     candidates: Callable[[Path], list[Path]] | None = field(default=None, repr=False, compare=False)
     sizes: Mapping[str, int | None] = field(default_factory=dict, compare=False)
     per_class: Mapping[str, int] = field(default_factory=dict, compare=False)
+    split_sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def role(self) -> str:
@@ -106,8 +108,10 @@ class DatasetSpec:
                 return d
         return None
 
-    def fix(self, root: str | Path) -> str:
-        """How to get the data: the clause every error ends with."""
+    def fix(self, root: str | Path, split: str = "") -> str:
+        """How to get the data (of ``split``, when it has its own source): the clause every error ends with."""
+        if split in self.split_sources:
+            return f"get it from {self.split_sources[split]}"
         if self.download:
             offline = f"; offline: {self.source}" if self.offline and self.source else ""
             return (f"download it with `pmgaft datasets --data-root {root} --download {self.name}` "
@@ -118,7 +122,7 @@ class DatasetSpec:
         where = self.dataset_dirs(Path(root).expanduser())[0]
         missing = ", ".join(self.missing_files(where, split)) or "nothing"
         return PmgaftError(f"dataset {self.name!r} ({split} split) not found under {where}: missing {missing}; "
-                           f"expected {self.layout} ({self.fix(root)})")
+                           f"expected {self.layout} ({self.fix(root, split)})")
 
     def unreadable(self, root: str | Path, where: Path, err: BaseException, download: bool = False) -> PmgaftError:
         action = "downloaded to or read from" if download else "read from"

@@ -183,7 +183,11 @@ SPECS: list[DatasetSpec] = [
                        "train": ("train|ILSVRC2012_img_train.tar",)},
                 test_split="val", sizes={"train": 1_281_167, "test": 50_000}, per_class={"test": 50},
                 source="https://image-net.org/download (ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar; "
-                       "put them in the imagenet folder)"),
+                       "put them in the imagenet folder)",
+                split_sources={"train": "https://image-net.org/download (free registration): "
+                                        "ILSVRC2012_img_train.tar (138 GB) and ILSVRC2012_devkit_t12.tar.gz into the "
+                                        "imagenet folder, unpacked to train/<wnid>/*.JPEG on first use; or pass "
+                                        "--dataset folder:PATH for a folder of its 1000 wnid class folders"}),
     DatasetSpec("stanford_cars", "Stanford Cars", 196, "stanford_cars", _cars,
                 layout="stanford_cars/{cars_test/,cars_test_annos_withlabels.mat,cars_train/} and "
                        "stanford_cars/devkit/{cars_meta.mat,cars_train_annos.mat}",

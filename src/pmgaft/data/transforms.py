@@ -20,6 +20,8 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 * ``"train"``: the fine-tuning input of both reference codes: R/C for sets of large images (TinyImageNet,
   folders), native size for small-image sets; no augmentation.
 * ``"train_augment"``: ``RandomResizedCrop`` + horizontal flip at the same sizes (optional; not the paper's).
+* ``"train224"``: AGFT's fine-tuning input (its ``utils.py``: ``Resize(S)`` + ``CenterCrop(S)``, no augmentation):
+  the shorter side straight to ``S``, centre crop ``S`` (R224/C224 at 224), bilinear; small-image sets native.
 
 Interpolation: the reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
 ``transforms.Resize((224, 224))`` (AGFT: ``Resize(224)``), i.e. with torchvision's default interpolation,
@@ -164,6 +166,12 @@ def _train_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     return _reference_resize_crop(image_size)
 
 
+def _train224_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    if _native_side(spec) is not None:
+        return Preprocess("native", native=_native_side(spec))
+    return Preprocess("resize_crop", image_size, image_size, REFERENCE_INTERPOLATION)
+
+
 def _train_augment_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     return Preprocess("random_crop", _native_side(spec) or image_size, interpolation="bilinear",
                       native=_native_side(spec))
@@ -177,6 +185,7 @@ PRESETS: dict[str, Callable[[DatasetSpec | None, int], Preprocess]] = {
     "ttc": _ttc_preset,
     "train": _train_preset,
     "train_augment": _train_augment_preset,
+    "train224": _train224_preset,
 }
 
 

@@ -175,5 +175,11 @@ class ZeroShotClassifier(nn.Module):
         features = F.normalize(features, dim=-1)
         return self.logit_scale * features @ self.text_embeddings.to(features.dtype).T  # [B, C]
 
+    def cosines(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities [B, C] of [0, 1] images with the class text embeddings (logits without the scale,
+        for methods that train at their own scale, e.g. AGFT)."""
+        features = F.normalize(self.image_features(x, normalize=False), dim=-1)
+        return features @ self.text_embeddings.to(features.dtype).T
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_from_features(self.image_features(x, normalize=False))

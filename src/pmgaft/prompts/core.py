@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from pmgaft.errors import PmgaftError
+from pmgaft.prompts._sources import data_json
 from pmgaft.prompts.classnames import FOLDER_PREFIX, known_datasets, resolve_dataset
+from pmgaft.prompts.reference import IMAGENET_REFERENCE
 from pmgaft.prompts.styles import get_style
 from pmgaft.utils import did_you_mean
 
@@ -91,6 +93,14 @@ def _unknown(dataset: str) -> PmgaftError:
                        f" For another image folder use 'folder:PATH' and pass classnames=.")
 
 
+def imagenet_positions(classnames: Sequence[str]) -> list[int] | None:
+    """Where each class sits in ImageNet-1k's label order (its sorted wnids) when every class name is an
+    ImageNet-1k WordNet id (an ImageFolder of ``n01440764/``-style folders); None otherwise."""
+    order = {w: i for i, w in enumerate(sorted(data_json(IMAGENET_REFERENCE)["names"]))}
+    positions = [order.get(str(c)) for c in classnames]
+    return None if not positions or None in positions else positions  # type: ignore[return-value]
+
+
 def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str] | None = None,
                 shipped: ShippedText | None = None) -> Prompts:
     """Class names and templates of ``dataset`` in prompt style ``style`` (``PROMPT_STYLES``).
@@ -98,9 +108,11 @@ def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str]
     Registered datasets (and ``foolbox_*`` aliases) use the style's list (``paper``/``train``: the reference
     codes' names, ``ensemble``: pmgaft's curated names); ``classnames``, when also given (a loader's raw
     ``.classes``), must have the same length. Other names (``folder:PATH``) need ``classnames``, cleaned with the
-    style's rules and combined with its generic template(s). A style may relabel a registered set
-    (``Prompts.label_map``) or build from the loader's own ``classnames`` (``PromptStyle.loader_names``).
-    ``shipped``: text that came with the data, used verbatim by the styles that reproduce CLIP_benchmark.
+    style's rules and combined with its generic template(s) -- except ImageNet WordNet ids (a folder of ImageNet's
+    ``n########`` class folders, e.g. ImageNet train as an ImageFolder), which get the style's ImageNet names and
+    template for those classes. A style may relabel a registered set (``Prompts.label_map``) or build from the
+    loader's own ``classnames`` (``PromptStyle.loader_names``). ``shipped``: text that came with the data, used
+    verbatim by the styles that reproduce CLIP_benchmark.
     """
     builder = get_style(style)
     if shipped is not None and builder.uses_shipped_text:
@@ -118,8 +130,25 @@ def get_prompts(dataset: str, style: str = "paper", *, classnames: Sequence[str]
             names = [str(c) for c in classnames]
     elif classnames is None:
         raise _unknown(dataset)
+    elif (positions := imagenet_positions(classnames)) is not None:
+        return _imagenet_folder(dataset, style, positions)
     else:
         names, source = [str(c) for c in classnames], "the dataset's own class names (the loader's .classes)"
     out_names, templates = builder.build(key, names)
     return Prompts(dataset=dataset, style=style, classnames=out_names, templates=templates, names_source=source,
                    label_map=list(relabel.mapping) if relabel else None, label_note=relabel.note if relabel else "")
+
+
+def _imagenet_folder(dataset: str, style: str, positions: list[int]) -> Prompts:
+    """A folder of ImageNet wnid class folders (``positions``: their ImageNet labels) named as the style names
+    ImageNet, including its label map: a class the style drops (TTC's duplicate 'maillot') is dropped here too."""
+    whole = get_prompts("imagenet", style)
+    scored = whole.label_map or list(range(whole.num_classes))  # ImageNet label -> scored class (None: dropped)
+    kept = [i for i, p in enumerate(positions) if scored[p] is not None]
+    label_map = None
+    if len(kept) < len(positions):
+        new = {i: n for n, i in enumerate(kept)}
+        label_map = [new.get(i) for i in range(len(positions))]
+    return Prompts(dataset=dataset, style=style, classnames=[whole.classnames[scored[positions[i]]] for i in kept],
+                   templates=whole.templates, label_map=label_map, label_note=whole.label_note if label_map else "",
+                   names_source=f"{whole.names_source}, for the data's {len(positions)} ImageNet wnid class folders")

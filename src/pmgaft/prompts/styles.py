@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from pmgaft.prompts.agft_train import build_agft_train, clean_agft_train
 from pmgaft.prompts.classnames import classname_source, curated_classnames
 from pmgaft.prompts.ensemble import build_ensemble, clean_ensemble
 from pmgaft.prompts.paper import PAPER, build_train, clean_paper, reference_names
@@ -60,6 +61,8 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     "ttc": PromptStyle.reference("the test-time-counterattack evaluation: one prompt per class, 'This is a photo of "
                                  "a {}.' on the loaders' raw names unless the set carries its own prompts; "
                                  "999-class ImageNet", TTC),
+    "agft_train": PromptStyle("AGFT's training prompt 'This is a photo of a {}.' on the reference names, '_' and '-' "
+                              "as spaces, case kept", clean_agft_train, build_agft_train, reference_names),
 }
 
 

@@ -23,17 +23,21 @@ from pmgaft.errors import PmgaftError
 from pmgaft.training.config import TrainConfig
 
 
+TRAIN_IMAGE_SIZE = 224  # the input side the training transforms are built for (the model resizes inside)
+
+
 @dataclass
 class TrainData:
     train: ImageDataset
     val: ImageDataset | None
-    classes: list[str]
+    classes: list[str]  # class keys in label order: ImageNet wnids where the loader has them, else names
 
 
 def load_train_data(config: TrainConfig) -> TrainData:
     """The training split of ``config.dataset`` minus a stratified, seeded validation split."""
     preset = "train_augment" if config.augment else config.transform
-    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset)
+    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset,
+                        image_size=TRAIN_IMAGE_SIZE)
     if len(set(full.targets)) < 2:
         raise PmgaftError(f"training set {config.dataset!r} under {config.data_root} has images of "
                           f"{len(set(full.targets))} class; zero-shot fine-tuning needs at least 2 classes.")
@@ -49,11 +53,11 @@ def load_train_data(config: TrainConfig) -> TrainData:
         raise PmgaftError(f"batch_size {config.batch_size} is larger than the training split ({len(train)} images "
                           f"of {config.dataset!r} after holding out {len(val_idx)} for validation); lower "
                           f"--batch-size or --val-size.")
-    return TrainData(train, val, list(full.classes))
+    return TrainData(train, val, list(getattr(full, "wnids", None) or full.classes))
 
 
 def _eval_transform(config: TrainConfig) -> Any:
-    return make_transform(DATASETS.get(config.dataset), config.transform)
+    return make_transform(DATASETS.get(config.dataset), config.transform, TRAIN_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class WithPositions(Dataset):
         return x, y, index
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary (a worker that
     died on the terminal's Ctrl-C would break the step in progress); they exit when it does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,7 +134,7 @@ def plan_steps(dataset: Dataset, plan: BatchPlan, start: int, end: int, num_work
     """``(step, micro-batches)`` for the optimizer steps ``start + 1 .. end`` (step s reads batch s - 1)."""
     loader = DataLoader(WithPositions(dataset), batch_sampler=PlanSampler(plan, start, end),
                         num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                        worker_init_fn=_ignore_stop_signals if num_workers else None)
+                        worker_init_fn=ignore_stop_signals if num_workers else None)
     micro: list[MicroBatch] = []
     step = start
     for batch in loader:

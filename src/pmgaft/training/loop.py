@@ -320,7 +320,8 @@ def _classifiers(config: TrainConfig, classes: list[str], device: torch.device, 
     try:
         prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
     except PmgaftError as err:  # a subset of a registered set (other classes): its own names, the style's rules
-        warnings.warn(f"{err} Using the data's own class names.", stacklevel=3)
+        warnings.warn(f"{err} Naming the classes from the data (ImageNet wnids by the style's ImageNet names).",
+                      stacklevel=3)
         prompts = get_prompts(f"folder:{config.dataset}", config.prompt_style, classnames=classes)
     kwargs = {"normalization": config.normalization, "logit_scale": config.logit_scale}
     target = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates, **kwargs)
