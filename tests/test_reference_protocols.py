@@ -162,6 +162,23 @@ def test_agft_aa_is_ten_iteration_apgd_ce_dlr_with_eot(num_classes, attacks):
     assert spec.describe(num_classes) == info and ATTACKS["apgd-ce-dlr"].describe(3)["apgd_n_iter"] == 100
 
 
+def test_reduced_autoattacks_run_their_iterations_and_eot_gradients():
+    """A model no perturbation can fool: every APGD iteration runs on every image, so the gradient evaluations
+    count the settings -- (iterations + 1) x EOT draws per attack, APGD-CE then APGD-DLR."""
+    calls = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.requires_grad and torch.is_grad_enabled())
+        return torch.tensor([[5.0, 0.0, -5.0]]).repeat(len(x), 1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)
+    for name, per_attack in (("apgd-ce-dlr-eot", (10 + 1) * 20), ("apgd-ce-dlr", (100 + 1) * 1)):
+        calls.clear()
+        x_adv, _ = ATTACKS[name](model, x, y, eps=1 / 255, step_size=0, steps=0, seed=0)
+        assert sum(calls) == 2 * per_attack, name
+        assert torch.equal(x_adv, x)
+
+
 def _card(dataset: str, robust: float, protocol: dict | None) -> dict:
     return {"attack": {"id": "pgd20", "eps_255": 1.0, "scoring": "final"}, "dataset": {"name": dataset},
             "model": {"label": "agft-imagenet", "train_dataset": "imagenet"}, "robust_accuracy": robust,
