@@ -181,7 +181,8 @@ def config_layers(overrides: Mapping[str, Any] | None = None, config_file: str |
     model = {**recipe, **method.defaults, **layered}.get("model")
     hub = hub_name(model) if isinstance(model, str) else None
     if hub is not None:  # a hub model carries its own weights: the recipe's base tag does not apply to it
-        layers.append((f"hub model {model}", {"model": hub, **({} if "pretrained" in layered else {"pretrained": None})}))
+        own_weights = {} if "pretrained" in layered else {"pretrained": None}
+        layers.append((f"hub model {model}", {"model": hub, **own_weights}))
     return layers
 
 
