@@ -131,6 +131,24 @@ def test_data_loading_per_worker_on_imagenet_train(tmp_path, capsys):
     assert "--workers takes one or more counts >= 0" in capsys.readouterr().err
 
 
+def test_workers_needed_takes_a_measured_count_that_keeps_up_else_extrapolates_the_largest():
+    """Per-worker throughput falls as workers are added: 2 workers at 100 images/s each, 8 at 50 each. A step
+    of 300 images/s needs the measured 8 (400/s), not ceil(300 / 100) = 3; beyond every count, the largest
+    count's rate per worker extrapolates."""
+    from pmgaft.bench.results import Measurement
+    from pmgaft.bench.runner import workers_needed
+
+    def data(workers: int, per_worker: float) -> Measurement:
+        return Measurement("data", 1, 1.0, [], [], 0.0, [], 0.0, extra={
+            "workers": workers, "images_per_s_per_worker": per_worker,
+            "seconds_per_image": 1 / (workers * per_worker)})
+
+    measured = [data(8, 50.0), data(2, 100.0)]
+    assert workers_needed(300.0, measured) == (8, "measured: 400.0 images/s")
+    assert workers_needed(200.0, measured) == (2, "measured: 200.0 images/s")
+    assert workers_needed(1000.0, measured) == (20, "extrapolated from 8 workers' 50.0 images/s each")
+
+
 @pytest.mark.parametrize("model", ["pmgaft-micro", "pmgaft-tiny"])
 def test_tower_flops_formula_matches_the_flop_counter(model):
     loaded = load_clip(model)

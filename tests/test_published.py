@@ -17,8 +17,6 @@ from pmgaft.evaluation.published import parse_published, published_document, pub
 from pmgaft.evaluation.results import Cell
 from pmgaft.methods import METHODS
 
-PENDING_PROTOCOLS = {"ttc", "agft"}  # the agft/ttc protocols and Country211 are registered by their own change
-PENDING_DATASETS = {"country211"}
 ROUNDING = 0.01  # per-set values and averages are printed to 0.01: their means agree within that
 
 
@@ -32,8 +30,8 @@ def test_every_row_names_real_protocols_attacks_datasets_and_methods():
     rows = published_rows()
     assert len(rows) >= 18
     for r in rows:
-        assert r.protocol in set(PROTOCOLS) | PENDING_PROTOCOLS, r.id
-        assert set(r.datasets) <= set(DATASETS) | PENDING_DATASETS, r.id
+        assert r.protocol in PROTOCOLS, r.id
+        assert set(r.datasets) <= set(DATASETS), r.id
         base, _, defence = r.method.partition("+")
         assert base in set(METHODS) | {"clip", "ft_adv"} and defence in ("", "ttc", "random-noise"), r.id
         assert r.backbone == "ViT-B-32" and r.weights == "openai" and r.source.url.startswith("https://")
@@ -231,3 +229,15 @@ def test_compare_without_a_published_counterpart_exits_2_before_writing(micro_re
     assert "no result cell has a published counterpart" in err
     assert "backbone pmgaft-micro, method random-init on digits" in err and "backbone ViT-B-32" in err
     assert not (micro_results / "report").exists()
+
+
+def test_deviations_name_the_cw_kappa_only_for_cw_cells_and_the_inner_resize():
+    from pmgaft.evaluation.compare import deviations
+
+    def card(attack: str, **protocol) -> dict:
+        used = {**PROTOCOLS["agft"].to_dict(), **protocol}
+        return {"attack": {"name": attack}, "config": {"protocol": used}, "dataset": {"name": "cifar10"}}
+
+    assert deviations(card("cw")) == deviations(card("pgd", cw_kappa=5.0)) == []
+    assert deviations(card("cw", cw_kappa=5.0)) == ["cw_kappa 5.0 (protocol: 0.0)"]
+    assert deviations(card("pgd", resize_antialias=False)) == ["resize_antialias False (protocol: True)"]

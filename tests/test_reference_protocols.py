@@ -114,7 +114,7 @@ def test_reference_style_rules():
     assert {"ball moss", "colts foot", "pink yellow dahlia"} <= set(agft["flowers102"].classnames)
     assert agft["pcam"].classnames == ["This is a photo of healthy lymph node tissue.",
                                        "This is a photo of lymph node tumor tissue."]
-    raw = ["apple", "aquarium_fish", *[f"c{i}" for i in range(98)]]  # TTC: the loader's names, not refined
+    raw = ["apple", "aquarium_fish", *[f"c{i}" for i in range(98)]]  # TTC: torchvision's names, not refined
     assert get_prompts("cifar100", "ttc", classnames=raw).texts()[1] == ["This is a photo of a aquarium_fish."]
     assert get_prompts("cifar100", "agft", classnames=raw).texts()[1] == ["This is a photo of a aquarium fish."]
     for style, bolivia in (("ttc", "Bolivia, Plurinational State of"), ("agft", "Bolivia")):  # TeCoA's full name
@@ -160,6 +160,23 @@ def test_agft_aa_is_ten_iteration_apgd_ce_dlr_with_eot(num_classes, attacks):
                     "apgd_n_iter": 10, "apgd_eot_iter": 20, "apgd_restarts": 1}
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert spec.describe(num_classes) == info and ATTACKS["apgd-ce-dlr"].describe(3)["apgd_n_iter"] == 100
+
+
+def test_reduced_autoattacks_run_their_iterations_and_eot_gradients():
+    """A model no perturbation can fool: every APGD iteration runs on every image, so the gradient evaluations
+    count the settings -- (iterations + 1) x EOT draws per attack, APGD-CE then APGD-DLR."""
+    calls = []
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.requires_grad and torch.is_grad_enabled())
+        return torch.tensor([[5.0, 0.0, -5.0]]).repeat(len(x), 1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x, y = torch.rand(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)
+    for name, per_attack in (("apgd-ce-dlr-eot", (10 + 1) * 20), ("apgd-ce-dlr", (100 + 1) * 1)):
+        calls.clear()
+        x_adv, _ = ATTACKS[name](model, x, y, eps=1 / 255, step_size=0, steps=0, seed=0)
+        assert sum(calls) == 2 * per_attack, name
+        assert torch.equal(x_adv, x)
 
 
 def _card(dataset: str, robust: float, protocol: dict | None) -> dict:
@@ -208,3 +225,40 @@ def test_cw_kappa_flag_overrides_and_is_recorded():
     assert ATTACKS["cw"].loss_settings(p) == {"kappa": 5.0} and ATTACKS["cw"].loss_settings(PROTOCOLS["paper"]) == {}
     assert ATTACKS["pgd"].loss_settings(p) == {} and math.isclose(PROTOCOLS["agft"].cw_kappa, 0.0)
     assert json.loads(json.dumps(p.to_dict()))["averaged"] == list(PROTOCOLS["ttc"].averaged)
+
+
+def test_ttc_prompts_are_torchvision_names_on_a_hub_copy_and_sun397_is_refused_one(tmp_path, monkeypatch, capsys):
+    """TTC prompts the torchvision loaders' names verbatim ('aquarium_fish'); a CLIP_benchmark hub copy spells its
+    classes its own way ('aquarium fish'). CIFAR keeps TTC's text on the copy; SUN397, whose raw names pmgaft has
+    no copy of, refuses the hub copy before any work instead of prompting with the copy's names."""
+    from hub_data_fixtures import offline_hub, wds_files, write_repo
+    from test_hub_data import sized
+
+    from pmgaft.data import HUB_SOURCES
+    from pmgaft.prompts import curated_classnames
+
+    hub = offline_hub(monkeypatch, tmp_path / "hf")
+    for name, n in (("cifar100", 3), ("sun397", 2)):
+        names = curated_classnames(name)  # CLIP_benchmark's spelling: '_' and '/' as spaces
+        assert "aquarium fish" in names or "apartment building outdoor" in names
+        write_repo(hub, HUB_SOURCES[name].repo, wds_files(names, ["a photo of a {c}."],
+                                                          {"test": [(t, "png") for t in range(n)]}))
+        sized(monkeypatch, name, n)
+    out = tmp_path / "out"
+    argv = ["eval", "--protocol", "ttc", "--model", "pmgaft-micro", "--attacks", "none", "--source", "hub",
+            "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert main([*argv, "--datasets", "cifar100"]) == 0
+    card = json.loads((out / "pmgaft-micro" / "cifar100" / "none_eps0.json").read_text())
+    assert card["dataset"]["source"].startswith("hub:") and card["prompts"]["classnames"][1] == "aquarium_fish"
+    assert card["prompts"]["classnames"] == get_prompts("cifar100", "ttc").classnames
+    capsys.readouterr()
+    assert main([*argv, "--datasets", "sun397", "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "protocol 'ttc' prompts sun397 with torchvision's own class names verbatim (prompt style 'ttc'), which " \
+           "its hub copy clip-benchmark/wds_sun397 spells its own way" in err and "Traceback" not in err
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").rglob("*.json"))
+    assert main([*argv, "--datasets", "sun397", "--dry-run"]) == 0
+    assert "sun397: split all, ? images [not readable with --source hub: protocol 'ttc' prompts sun397" in \
+        capsys.readouterr().out
+    raw = [f"c{i}/outdoor" for i in range(397)]  # on the torchvision copy: the loader's names, verbatim
+    assert get_prompts("sun397", "ttc", classnames=raw).classnames[:2] == ["c0/outdoor", "c1/outdoor"]

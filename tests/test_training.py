@@ -120,6 +120,26 @@ def test_agft_on_the_imagenet_layout_streams_images_and_names_wnids(tmp_path: Pa
     assert sorted(WNIDS) == WNIDS
 
 
+def test_a_style_that_drops_classes_of_a_wnid_folder_is_refused_before_the_model(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    """ttc's ImageNet names drop the duplicate 'maillot' class n03710637: on a folder of ImageNet wnids its prompts
+    have one class fewer than the data's labels. Training refuses it (one sentence, no run folder, no model
+    built) instead of training on shifted labels or failing inside the loss; the dry run says so too."""
+    from pmgaft.training import loop
+
+    folder = imagenet_train(tmp_path / "data") / "imagenet" / "train"
+    (folder / WNIDS[0]).rename(folder / "n03710637")
+    monkeypatch.setattr(loop, "load_clip", lambda *a, **k: pytest.fail("the model was built"))
+    argv = _argv(tmp_path, tmp_path / "run", "--dataset", f"folder:{folder}", "--prompt-style", "ttc",
+                 "--val-size", "0", "--max-steps", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "prompt_style 'ttc' scores" in err and "merged or dropped classes" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert main([*argv, "--dry-run"]) == 0
+    assert "class names: prompt_style 'ttc' scores" in capsys.readouterr().out
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_resume_is_bit_identical_and_original_untouched(data_root: Path, tmp_path: Path) -> None:
     common = ("--method", "pmg_aft", "--epochs", "2")  # 15 train images / batch 4 = 3 steps per epoch

@@ -76,13 +76,15 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return -(target_probs.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
 
 
-def check_agft_scales(logit_scale: float, scale_ratio: float) -> None:
-    """AGFT's student scale s and teacher/student ratio rho: positive, finite numbers (paper run: 180, 0.4)."""
-    for name, value in (("logit_scale", logit_scale), ("scale_ratio", scale_ratio)):
+def check_agft_scales(logit_scale: float, scale_ratio: float,
+                      names: tuple[str, str] = ("logit_scale", "scale_ratio")) -> None:
+    """AGFT's student scale s and teacher/student ratio rho: positive, finite numbers (paper run: 180, 0.4).
+    ``names``: what the caller calls them (the training config's ``agft_scale`` / ``agft_ratio``)."""
+    for name, value, paper in zip(names, (logit_scale, scale_ratio), (180, 0.4)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                and value > 0):
-            raise PmgaftError(f"AGFT's {name} must be a positive finite number (paper run: logit_scale 180, "
-                              f"scale_ratio 0.4), got {value!r}.")
+            raise PmgaftError(f"AGFT's {name} must be a positive finite number (paper run: {paper:g}), got "
+                              f"{value!r}.")
 
 
 def agft_teacher(cos_orig_clean: torch.Tensor, *, logit_scale: float = 180.0,

@@ -220,16 +220,29 @@ def _data(config: BenchConfig, out: dict[str, Measurement], echo: Callable[[str]
     _workers_needed(out, echo)
 
 
+def workers_needed(step_images_per_s: float, data: list[Measurement]) -> tuple[int, str]:
+    """How many loader workers keep a step of ``step_images_per_s`` fed, from the ``data`` measurements (counts
+    > 0): the fewest measured count whose total rate keeps up, else an extrapolation from the largest measured
+    count's rate per worker (workers do not scale linearly, so the best per-worker rate would underestimate)."""
+    data = sorted(data, key=lambda m: m.extra["workers"])
+    for m in data:
+        if 1 / m.extra["seconds_per_image"] >= step_images_per_s:
+            return m.extra["workers"], f"measured: {1 / m.extra['seconds_per_image']:,.1f} images/s"
+    per_worker = data[-1].extra["images_per_s_per_worker"]
+    return (math.ceil(step_images_per_s / per_worker),
+            f"extrapolated from {data[-1].extra['workers']} workers' {per_worker:,.1f} images/s each")
+
+
 def _workers_needed(out: dict[str, Measurement], echo: Callable[[str], None]) -> None:
     """For each training step measured in the same run: how many loader workers keep it fed."""
-    data = [m for key, m in out.items() if m.kind == "data" and m.extra["workers"] > 0]
+    data = [m for m in out.values() if m.kind == "data" and m.extra["workers"] > 0]
     if not data:
         return
-    per_worker = max(m.extra["images_per_s_per_worker"] for m in data)
     for key, m in out.items():
         if m.kind == "train":
-            echo(f"{key} runs {m.images_per_s:,.1f} images/s: about {math.ceil(m.images_per_s / per_worker)} "
-                 f"loader worker(s) at {per_worker:,.1f} images/s each keep it fed (on this machine's CPU)")
+            n, how = workers_needed(m.images_per_s, data)
+            echo(f"{key} runs {m.images_per_s:,.1f} images/s: about {n} loader worker(s) keep it fed ({how}, on "
+                 f"this machine's CPU)")
 
 
 def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from pmgaft.attacks import ATTACKS
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.protocols import PROTOCOLS
 from pmgaft.evaluation.published import PublishedRow, published_rows
@@ -23,9 +24,10 @@ from pmgaft.utils import did_you_mean
 
 DEFAULT_TOLERANCE = 1.0  # accuracy points
 AVERAGE = "average"
-# protocol settings that change the numbers without changing the cell's key (dataset, attack, steps, eps)
+# protocol settings that change the numbers without changing the cell's key (dataset, attack, steps, eps); the
+# attack's own loss settings (CW's kappa) are added per card
 _SETTINGS = ("step_size", "prompts", "transform", "normalization", "logit_scale", "split", "scoring",
-             "attack_reduction")
+             "attack_reduction", "resize_antialias")
 
 
 def backbone(arch: str) -> str:
@@ -52,7 +54,9 @@ def deviations(card: dict[str, Any]) -> list[str]:
     if preset is None:
         return []
     base = preset.to_dict()
-    out = [f"{k} {used[k]} (protocol: {base[k]})" for k in _SETTINGS if k in used and used[k] != base[k]]
+    attack = ATTACKS.get(card["attack"].get("name", ""))
+    settings = _SETTINGS + (tuple(attack.loss_params.values()) if attack is not None else ())
+    out = [f"{k} {used[k]} (protocol: {base[k]})" for k in settings if k in used and used[k] != base[k]]
     n, total = card.get("n"), card["dataset"].get("n_total")
     if preset.samples_for(card["dataset"]["name"]) is None and n and total and n < total:
         out.append(f"{card['dataset']['name']}: {n:,} of {total:,} images")

@@ -1,10 +1,10 @@
 """Checks that run before any model or data is loaded, so a typo never costs a model load or leaves error cards.
 
 One :class:`PmgaftError` lists every problem found: an unwritable results folder, unknown datasets, splits a
-dataset does not have, data missing under the data root (or a hub copy missing from the Hugging Face cache, or one
-that holds other images than the protocol scores), checkpoints that are missing, unreadable or unsafe to
-unpickle, unknown architectures or hub tags. Missing data can instead be accepted (``allow_missing``): those
-datasets then get error cards and the rest of the grid runs.
+dataset does not have, data missing under the data root (or a hub copy missing from the Hugging Face cache, one
+that holds other images than the protocol scores, or one whose class names the protocol's prompts cannot use),
+checkpoints that are missing, unreadable or unsafe to unpickle, unknown architectures or hub tags. Missing data
+can instead be accepted (``allow_missing``): those datasets then get error cards and the rest of the grid runs.
 """
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from pmgaft.data import DATASETS
+from pmgaft.data import DATASETS, HUB_SOURCES
 from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.data.sources import DEFAULT_SOURCE, choose_source
+from pmgaft.data.spec import DatasetSpec
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.models.files import probe_weights
+from pmgaft.prompts.styles import get_style
 from pmgaft.utils import did_you_mean
 
 
@@ -32,6 +34,20 @@ def check_writable(folder: Path) -> str | None:
         return None
     except OSError as err:
         return f"results folder {str(folder)!r} is not writable ({err.strerror or err}): choose another with --out"
+
+
+def hub_names_refusal(protocol: Protocol, spec: DatasetSpec, data_root: Path) -> str | None:
+    """Why a hub copy cannot stand for ``spec`` under the protocol's prompts (one sentence), or None.
+
+    A prompt style that writes the torchvision loader's own class names verbatim (``ttc``'s SUN397:
+    'apartment_building/outdoor') needs that loader: a hub copy names its classes its own way (CLIP_benchmark's
+    cleaned 'apartment building outdoor'), which would silently change every prompt.
+    """
+    if not get_style(protocol.prompts).loader_names(spec.name):
+        return None
+    return (f"protocol {protocol.name!r} prompts {spec.name} with torchvision's own class names verbatim (prompt "
+            f"style {protocol.prompts!r}), which its hub copy {HUB_SOURCES[spec.name].repo} spells its own way: get "
+            f"the torchvision copy instead ({spec.fix(data_root)}) and evaluate with --source torchvision or auto")
 
 
 def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
@@ -59,8 +75,9 @@ def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
             continue
         choice = choose_source(spec, split, data_root, source, download=download,
                                benchmark_split=protocol.benchmark_splits, who=f"protocol {protocol.name!r}")
-        if choice.source is None:
-            missing[name] = choice.why_not
+        refusal = hub_names_refusal(protocol, spec, data_root) if choice.source == "hub" else None
+        if choice.source is None or refusal is not None:
+            missing[name] = refusal or choice.why_not
         else:
             chosen[name] = choice.source
     return typos, missing, chosen

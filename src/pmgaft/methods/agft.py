@@ -14,14 +14,12 @@ again in the loss, like FARE's clean embeddings (one frozen forward more than ne
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from pmgaft.attacks import pgd
-from pmgaft.errors import PmgaftError
-from pmgaft.losses import agft_loss, agft_teacher, soft_cross_entropy
+from pmgaft.losses import agft_loss, agft_teacher, check_agft_scales, soft_cross_entropy
 from pmgaft.methods.base import AttackSettings, Method
 from pmgaft.models import ZeroShotClassifier
 
@@ -34,11 +32,7 @@ class Agft(Method):
     defaults = {"agft_scale": PAPER_SCALE, "agft_ratio": PAPER_RATIO, "lr": 4e-4}  # the paper run's
 
     def __init__(self, scale: float = PAPER_SCALE, ratio: float = PAPER_RATIO) -> None:
-        for key, value, paper in (("agft_scale", scale, PAPER_SCALE), ("agft_ratio", ratio, PAPER_RATIO)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                   and value > 0):
-                raise PmgaftError(f"agft: {key} must be a positive finite number (paper run: {paper:g}), got "
-                                  f"{value!r}.")
+        check_agft_scales(scale, ratio, names=("agft_scale", "agft_ratio"))
         self.scale, self.ratio = float(scale), float(ratio)
 
     @classmethod

@@ -181,7 +181,8 @@ def config_layers(overrides: Mapping[str, Any] | None = None, config_file: str |
     model = {**recipe, **method.defaults, **layered}.get("model")
     hub = hub_name(model) if isinstance(model, str) else None
     if hub is not None:  # a hub model carries its own weights: the recipe's base tag does not apply to it
-        layers.append((f"hub model {model}", {"model": hub, **({} if "pretrained" in layered else {"pretrained": None})}))
+        own_weights = {} if "pretrained" in layered else {"pretrained": None}
+        layers.append((f"hub model {model}", {"model": hub, **own_weights}))
     return layers
 
 
@@ -226,6 +227,14 @@ def check_types(config: TrainConfig) -> None:
             raise PmgaftError(f"config key {f.name!r} must be {expected}, got {value!r}.")
 
 
+def relabel_refused(config: TrainConfig) -> PmgaftError:
+    """A prompt style that merges or drops classes of the training set cannot train: training scores every image
+    with the data's own labels."""
+    return PmgaftError(f"prompt_style {config.prompt_style!r} scores {config.dataset!r} with merged or dropped "
+                       f"classes (an evaluation protocol's label map), but training uses the data's own labels: "
+                       f"use prompt_style 'train', 'agft_train' or 'paper'.")
+
+
 def validate(config: TrainConfig) -> None:
     """Value checks that need no data or model (run before any work)."""
     check_types(config)
@@ -239,10 +248,8 @@ def validate(config: TrainConfig) -> None:
     lookup({r: r for r in ATTACK_REDUCTIONS}, config.attack_reduction, "attack_reduction")
     lookup(NORMALIZATIONS, config.normalization, "normalization")
     lookup(PROMPT_STYLES, config.prompt_style, "prompt_style")
-    if PROMPT_STYLES[config.prompt_style].relabel(config.dataset) is not None:  # unregistered names: None
-        raise PmgaftError(f"prompt_style {config.prompt_style!r} scores {config.dataset!r} with merged or dropped "
-                          f"classes (an evaluation protocol's label map), but training uses the data's own labels: "
-                          f"use prompt_style 'train' or 'paper'.")
+    if PROMPT_STYLES[config.prompt_style].relabel(config.dataset) is not None:  # a folder's is known from its files
+        raise relabel_refused(config)
     lookup(TRANSFORMS, config.transform, "transform")
     if config.logit_scale != "model" and not (isinstance(config.logit_scale, (int, float))
                                               and config.logit_scale > 0):

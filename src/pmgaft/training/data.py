@@ -12,15 +12,17 @@ dataset positions of its images, which key their train-time attack's random star
 from __future__ import annotations
 
 import signal
+import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pmgaft.data import DATASETS, ImageDataset, load_dataset, make_transform, stratified_subset
 from pmgaft.errors import PmgaftError
-from pmgaft.training.config import TrainConfig
+from pmgaft.prompts import Prompts, get_prompts
+from pmgaft.training.config import TrainConfig, relabel_refused
 
 
 TRAIN_IMAGE_SIZE = 224  # the input side the training transforms are built for (the model resizes inside)
@@ -54,6 +56,27 @@ def load_train_data(config: TrainConfig) -> TrainData:
                           f"of {config.dataset!r} after holding out {len(val_idx)} for validation); lower "
                           f"--batch-size or --val-size.")
     return TrainData(train, val, list(getattr(full, "wnids", None) or full.classes))
+
+
+def train_prompts(config: TrainConfig, classes: Sequence[str] | None) -> Prompts:
+    """The prompts of the training classes (``classes``: the loader's class keys, None when not listed).
+
+    A subset of a registered set (other classes) is named from its own class keys (ImageNet wnids by the style's
+    ImageNet names), with a warning. A style whose names merge or drop classes of the data (an evaluation
+    protocol's label map, e.g. ``ttc``'s 999-class ImageNet on a folder of ImageNet wnids) is refused: training
+    scores every image with the data's own labels.
+    """
+    try:
+        prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
+    except PmgaftError as err:
+        if classes is None:
+            raise
+        warnings.warn(f"{err} Naming the classes from the data (ImageNet wnids by the style's ImageNet names).",
+                      stacklevel=3)
+        prompts = get_prompts(f"folder:{config.dataset}", config.prompt_style, classnames=classes)
+    if prompts.label_map is not None:
+        raise relabel_refused(config)
+    return prompts
 
 
 def _eval_transform(config: TrainConfig) -> Any:

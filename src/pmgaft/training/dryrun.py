@@ -17,10 +17,9 @@ from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.data.folder import load_folder
 from pmgaft.errors import PmgaftError
 from pmgaft.methods import build_method
-from pmgaft.prompts import get_prompts
 from pmgaft.training.checkpoint import holds_run
 from pmgaft.training.config import TrainConfig, config_layers, setting_sources, validate
-from pmgaft.training.data import TRAIN_IMAGE_SIZE
+from pmgaft.training.data import TRAIN_IMAGE_SIZE, train_prompts
 from pmgaft.utils import lookup
 
 Echo = Callable[[str], None]
@@ -43,7 +42,7 @@ def _training_set(config: TrainConfig) -> tuple[str, int | None, list[str] | Non
 
 def _prompts(config: TrainConfig, classes: list[str] | None) -> tuple[str, str]:
     try:
-        prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
+        prompts = train_prompts(config, classes)
     except PmgaftError as err:
         return "-", str(err)
     names = ", ".join(prompts.classnames[:3]) + (", ..." if prompts.num_classes > 3 else "")
