@@ -325,6 +325,24 @@ def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it
     assert "classnames.txt" in card["prompts"]["names_source"]
 
 
+def test_a_protocol_writing_prompts_with_the_loaders_names_refuses_the_hub_copy(hub, monkeypatch, tmp_path, capsys):
+    """TTC's prompts use torchvision's raw ``.classes`` (``aquarium_fish``); a hub copy names its classes its own
+    way (``aquarium fish``), so it would silently score other prompts: refused, and auto takes torchvision."""
+    cifar10_copy(hub, monkeypatch)
+    assert _eval(tmp_path / "r", tmp_path, "--datasets", "cifar10", "--source", "hub", "--protocol", "ttc") == 2
+    assert ("protocol 'ttc' writes cifar10's prompts with the torchvision loader's own class names (prompt style "
+            "'ttc'), which its hub copy clip-benchmark/wds_vtab-cifar10 does not carry") in capsys.readouterr().err
+    dry_run = ["eval", "--dry-run", "--datasets", "cifar10", "--source", "auto", "--protocol", "ttc", "--data-root",
+               str(tmp_path)]
+    assert main(dry_run) == 0
+    plan = capsys.readouterr().out
+    assert "[not readable with --source auto: dataset 'cifar10' (test split) not found" in plan
+    assert "protocol 'ttc' writes cifar10's prompts with the torchvision loader's own class names" in plan
+    FIXTURES["cifar10"](tmp_path)
+    assert main(dry_run) == 0
+    assert "cifar10: split test, 4 images [on disk]" in capsys.readouterr().out
+
+
 def test_caltech101_copy_keeps_its_own_102_classes_for_fare(hub, monkeypatch, tmp_path):
     names = sorted(["background", *curated_classnames("caltech101")], key=str.lower)
     write_repo(hub, HUB_SOURCES["caltech101"].repo, wds_files(names, TEMPLATES, {"test": [(4, "webp"), (0, "png")]}))

@@ -39,7 +39,7 @@ def _count(name: str, split: str, data_root: Path, protocol: Protocol, source: s
     label_map = prompts.label_map if prompts is not None else None
     if spec is not None and source != DEFAULT_SOURCE and not spec.offline:
         choice = choose_source(spec, split, data_root, source, benchmark_split=protocol.benchmark_splits,
-                               who=f"protocol {protocol.name!r}")
+                               who=f"protocol {protocol.name!r}", prompts=protocol.prompts)
         if choice.source == "hub":
             hub = HUB_SOURCES[name].split_for(split, protocol.benchmark_splits)
             before = " (before the label map's drop)" if label_map is not None and None in label_map else ""

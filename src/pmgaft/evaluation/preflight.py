@@ -39,7 +39,8 @@ def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
     """(typos and impossible splits, {dataset: why its data is missing}, {dataset: "torchvision" or "hub"}).
 
     ``source`` (``--source``) picks each set's copy (:func:`pmgaft.data.sources.choose_source`); a hub copy that
-    holds other images than the protocol scores counts as missing, with the sentence saying what to get instead.
+    holds other images than the protocol scores, or lacks the loader's class names its prompts are written with,
+    counts as missing, with the sentence saying what to get instead.
     """
     typos: list[str] = []
     missing: dict[str, str] = {}
@@ -58,7 +59,8 @@ def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
             typos.append(f"dataset {name!r} has no split {split!r} (valid: {', '.join(spec.splits)})")
             continue
         choice = choose_source(spec, split, data_root, source, download=download,
-                               benchmark_split=protocol.benchmark_splits, who=f"protocol {protocol.name!r}")
+                               benchmark_split=protocol.benchmark_splits, who=f"protocol {protocol.name!r}",
+                               prompts=protocol.prompts)
         if choice.source is None:
             missing[name] = choice.why_not
         else:
