@@ -168,6 +168,18 @@ def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weig
         model_specs("ViT-L-14", "fare4-clip", [])
 
 
+def test_skip_existing_does_not_reuse_cards_of_an_edited_hub_config(tmp_path, weights):
+    """The same weights under another open_clip_config.json (its quick_gelu) are another model: recomputed."""
+    folder = hub_folder(tmp_path / "hub", weights, _cfg(False))
+    out = tmp_path / "res"
+    argv = ["eval", "--model", f"local-dir:{folder}", "--datasets", "digits", "--attacks", "none", "--n-samples",
+            "10", "--out", str(out), "--no-progress", "--skip-existing"]
+    card = out / "hub" / "digits" / "none_eps0.json"
+    assert main(argv) == 0 and json.loads(card.read_text())["model"]["quick_gelu"] is False
+    hub_folder(folder, None, _cfg(True))  # the config edited, the weights file unchanged
+    assert main(argv) == 0 and json.loads(card.read_text())["model"]["quick_gelu"] is True
+
+
 def test_train_starts_from_a_hub_model(tmp_path, weights):
     """``pmgaft train --model local-dir:DIR``: its weights (the frozen text tower stays theirs), its config."""
     from training_fixtures import micro_argv, tiny_imagenet, weights as read
