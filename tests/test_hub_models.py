@@ -209,6 +209,34 @@ def test_bench_times_a_hub_model_with_its_weights(tmp_path, weights):
     assert torch.equal(harness.loaded.model.state_dict()["visual.proj"], weights["visual.proj"])
 
 
+def test_the_hub_is_the_configured_endpoint_and_a_proxy_is_trusted(monkeypatch):
+    """HF_ENDPOINT (a mirror) is what is probed, not huggingface.co; behind HTTPS_PROXY a direct connection
+    says nothing, so pmgaft does not force the cache-only mode there."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from pmgaft.models.hub_folder import hub_reachable
+
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server, socket.socket() as closed:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub_reachable()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        assert not hub_reachable()
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        assert hub_reachable()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert not hub_reachable()
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.delenv("NO_PROXY")
+        assert not hub_reachable()
+
+
 @pytest.mark.parametrize("error, filename, match", [
     ("RepositoryNotFoundError", "open_clip_config.json", r"no model repository 'someone/typo' on the Hugging Face hub"),
     ("RemoteEntryNotFoundError", "open_clip_config.json", r"has no open_clip_config.json: it is not in open_clip's"),

@@ -212,12 +212,27 @@ def _offline_requested() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """False under HF_HUB_OFFLINE or when ``host`` does not answer (then only the cache is used)."""
+def hub_reachable(host: str | None = None, timeout: float = 3.0) -> bool:
+    """False under HF_HUB_OFFLINE or when the hub does not answer (then only the cache is used, at once).
+
+    The hub is huggingface_hub's endpoint (``HF_ENDPOINT``, e.g. a mirror; default huggingface.co) unless ``host``
+    is given. Behind an HTTPS proxy (``HTTPS_PROXY``) a direct connection says nothing: huggingface_hub goes
+    through the proxy, so the hub counts as reachable and its own errors tell.
+    """
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
     if _offline_requested():
         return False
+    endpoint = urlsplit(constants.ENDPOINT if host is None else f"https://{host}")
+    name = endpoint.hostname or "huggingface.co"
+    if urllib.request.getproxies().get(endpoint.scheme or "https") and not urllib.request.proxy_bypass(name):
+        return True
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((name, endpoint.port or (80 if endpoint.scheme == "http" else 443)),
+                                 timeout=timeout).close()
         return True
     except OSError:
         return False
