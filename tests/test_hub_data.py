@@ -205,6 +205,24 @@ def test_class_names_that_do_not_match_are_refused_not_shifted(hub, monkeypatch)
         load_dataset("cifar10", "x", source="hub")
 
 
+def test_imagenet_names_that_repeat_are_kept_at_their_labels_and_refused_elsewhere(hub, monkeypatch):
+    """CLIP_benchmark's ImageNet names (pmgaft's curated list) hold 'missile' and 'sunglasses' twice: matched where
+    the copy has them at the same labels; a copy that moves them cannot say which is which and is refused."""
+    names = curated_classnames("imagenet")
+    assert names.count("missile") == names.count("sunglasses") == 2
+    rows = [(t, "jpg") for t in (657, 744, 836, 837, 0, 999)]
+    write_repo(hub, HUB_SOURCES["imagenet"].repo, wds_files(names, TEMPLATES, {"test": rows}))
+    sized(monkeypatch, "imagenet", 6)
+    ds = load_dataset("imagenet", "x", source="hub")
+    assert ds.targets == [657, 744, 836, 837, 0, 999] and ds.classes == names
+    assert "the same order; repeated names ['missile', 'sunglasses'] at the same labels" in ds.hub.class_order
+    write_repo(hub, HUB_SOURCES["imagenet"].repo, wds_files(names[::-1], TEMPLATES, {"test": rows}))
+    with pytest.raises(PmgaftError, match=r"do not match pmgaft's 1000 classes one to one \(closest: pmgaft's "
+                                          r"curated class names; 'sunglasses' is 2 class\(es\) at labels \[162, 163\] of "
+                                          r"the copy and 2 at \[836, 837\]"):
+        load_dataset("imagenet", "x", source="hub")
+
+
 # --- where the data comes from ------------------------------------------------------------------------------
 
 def test_offline_with_nothing_cached_and_sets_without_a_hub_copy(hub, tmp_path, capsys):
