@@ -126,6 +126,9 @@ def test_quick_gelu_values(tmp_path, weights):
             (value == "FALSE")
     with pytest.raises(PmgaftError, match="quick_gelu = 'maybe'"):
         load_clip(f"local-dir:{hub_folder(tmp_path / 'bad', weights, _cfg('maybe'))}")
+    partial = {k: v for k, v in _cfg().items() if k != "text_cfg"}  # open_clip would fail with a KeyError
+    with pytest.raises(PmgaftError, match="the 'model_cfg' of open_clip_config.json lacks 'text_cfg'"):
+        load_clip(f"local-dir:{hub_folder(tmp_path / 'partial', weights, partial)}")
 
 
 def test_catalogue_names_every_public_model_with_its_sources(capsys):

@@ -29,6 +29,7 @@ from pmgaft.models.checkpoint import ModelRecord, model_record, read_metadata
 HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"  # open_clip's prefixes (open_clip.factory)
 WEIGHTS_NAMES = (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)  # the order open_clip tries them in
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+_MODEL_CFG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what open_clip builds every CLIP from
 
 
 def hub_name(text: str | os.PathLike | None) -> str | None:
@@ -139,6 +140,11 @@ def _read_config(path: Path, name: str) -> dict[str, Any]:
         raise PmgaftError(f"{name}: {path} is not readable JSON ({err}).") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise PmgaftError(f"{name}: {HF_CONFIG_NAME} has no 'model_cfg' (open_clip needs it to build the model).")
+    lacking = [key for key in _MODEL_CFG_KEYS if key not in config["model_cfg"]]
+    if lacking:
+        raise PmgaftError(f"{name}: the 'model_cfg' of {HF_CONFIG_NAME} lacks {', '.join(map(repr, lacking))}, so "
+                          f"open_clip cannot build the model: write the architecture's whole open_clip config "
+                          f"there (as `pmgaft export` does).")
     return config
 
 
