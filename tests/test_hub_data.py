@@ -17,7 +17,8 @@ from dataset_fixtures import FIXTURES, color
 from eval_fixtures import cards
 from hub_data_fixtures import encode, offline_hub, parquet_file, wds_files, write_repo
 from pmgaft.cli import main
-from pmgaft.data import HUB_SOURCES, build_decoded, load_dataset
+from pmgaft.data import DATASETS, HUB_SOURCES, build_decoded, load_dataset
+from pmgaft.data.cli import hub_status
 from pmgaft.data.classnames import CIFAR10
 from pmgaft.data.hub_sources import HubSplit
 from pmgaft.errors import PmgaftError
@@ -239,6 +240,22 @@ def test_offline_with_nothing_cached_and_sets_without_a_hub_copy(hub, tmp_path, 
         load_dataset("cifar10", tmp_path, source="auto")
 
 
+def test_an_interrupted_download_is_named_not_read_as_a_smaller_set(hub, monkeypatch, tmp_path, capsys):
+    """The repository's file listing (cached with the snapshot) names a shard the cache lacks."""
+    rows = [(t % 10, "png") for t in range(6)]
+    files = wds_files(CIFAR10, TEMPLATES, {"test": rows})
+    del files["test/1.tar"]
+    write_repo(hub, HUB_SOURCES["cifar10"].repo, files, listed=["test/1.tar"])
+    sized(monkeypatch, "cifar10", 6)
+    with pytest.raises(PmgaftError, match=r"clip-benchmark/wds_vtab-cifar10\) is only partly in the Hugging Face "
+                                          r"cache .*hf \(an interrupted download\): run `pmgaft datasets --download "
+                                          r"cifar10 --source hub` online to finish it"):
+        load_dataset("cifar10", tmp_path, source="hub")
+    assert main(["datasets", "--download", "cifar10", "--source", "hub"]) == 2
+    assert "only partly in the Hugging Face cache" in capsys.readouterr().err
+    assert hub_status(DATASETS["cifar10"]) == "not cached"  # what `pmgaft datasets` lists
+
+
 def test_unknown_repository_is_one_sentence(hub, monkeypatch):
     import httpx2
     import huggingface_hub
@@ -376,8 +393,6 @@ def test_caltech101_copy_keeps_its_own_102_classes_for_fare(hub, monkeypatch, tm
 
 
 def test_every_hub_source_is_a_registered_set_with_a_known_size():
-    from pmgaft.data import DATASETS
-
     for name, src in HUB_SOURCES.items():
         assert name == src.dataset and name in DATASETS and src.all_splits()
         for split, hub_split in src.splits.items():

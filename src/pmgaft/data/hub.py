@@ -76,8 +76,9 @@ def fetch(source: HubSource, splits: list[HubSplit], *, download: bool = False, 
                           f"huggingface.co, log in with `hf auth login` if it is gated, or use --source "
                           f"torchvision") from err
     except incomplete as err:
-        raise PmgaftError(f"{what} is only partly in the Hugging Face cache {cache_dir()} and the hub cannot be "
-                          f"reached: run `pmgaft datasets --download {source.dataset} --source hub` online to "
+        why = " and the hub cannot be reached" if download else ""
+        raise PmgaftError(f"{what} is only partly in the Hugging Face cache {cache_dir()}{why} (an interrupted "
+                          f"download): run `pmgaft datasets --download {source.dataset} --source hub` online to "
                           f"finish it (it resumes)") from err
     except LocalEntryNotFoundError as err:
         if not download:
