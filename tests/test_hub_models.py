@@ -149,11 +149,15 @@ def test_catalogue_names_every_public_model_with_its_sources(capsys):
     assert main(["models", "fare5-clip"]) == 2 and "fare4-clip" in capsys.readouterr().err
 
 
-def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weights):  # noqa: F811
+def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weights, capsys):  # noqa: F811
     """``--model fare4-clip`` and ``--checkpoint fare4-clip`` are chs20/fare4-clip: its config and weights."""
     from pmgaft.evaluation import model_specs
 
     fill_hf_cache(offline_hub, "chs20/fare4-clip", hub_folder(tmp_path / "hub", weights, _cfg("TRUE")))
+    fill_hf_cache(offline_hub, "chs20/fare2-clip", hub_folder(tmp_path / "config-only", None, _cfg("TRUE")))
+    assert main(["models", "fare4-clip", "fare2-clip", "tecoa4-clip"]) == 0  # the "cached" column
+    listed = {line.split()[0]: line.split()[-2] for line in capsys.readouterr().out.splitlines()[2:5]}
+    assert listed == {"fare4-clip": "yes", "fare2-clip": "config", "tecoa4-clip": "no"}
     [spec] = model_specs("fare4-clip", None, [])
     assert spec.name == "hf-hub:chs20/fare4-clip" and spec.label == "fare4-clip"
     assert [s.label for s in model_specs(None, None, ["fare4-clip", "mine=hf-hub:chs20/fare4-clip"])] == \
