@@ -15,7 +15,7 @@ import pytest
 
 from dataset_fixtures import FIXTURES, color
 from eval_fixtures import cards
-from hub_data_fixtures import encode, offline_hub, parquet_file, wds_files, write_repo
+from hub_data_fixtures import COMMIT, encode, offline_hub, parquet_file, wds_files, write_repo
 from pmgaft.cli import main
 from pmgaft.data import DATASETS, HUB_SOURCES, build_decoded, load_dataset
 from pmgaft.data.cli import hub_status
@@ -42,12 +42,14 @@ def sized(monkeypatch: pytest.MonkeyPatch, name: str, size: int) -> None:
     monkeypatch.setitem(HUB_SOURCES, name, replace(src, splits=splits, benchmark_test=bench))
 
 
-def cifar10_copy(hub: Path, monkeypatch: pytest.MonkeyPatch, n: int = 12, **kwargs) -> list[int]:
-    """CIFAR-10's hub copy with its classes in reverse order (hub label 9 - c for class c); returns the
-    registered labels of its samples in order. Images cycle through webp, png and jpg."""
+def cifar10_copy(hub: Path, monkeypatch: pytest.MonkeyPatch, n: int = 12, commit: str = COMMIT, **kwargs
+                 ) -> list[int]:
+    """CIFAR-10's hub copy (at ``commit``) with its classes in reverse order (hub label 9 - c for class c); returns
+    the registered labels of its samples in order. Images cycle through webp, png and jpg."""
     labels = [t % 10 for t in range(n)]
     rows = [(9 - t, FORMATS[i % 3], t) for i, t in enumerate(labels)]  # the image has its class's colour
-    write_repo(hub, HUB_SOURCES["cifar10"].repo, wds_files(CIFAR10[::-1], TEMPLATES, {"test": rows}, **kwargs))
+    write_repo(hub, HUB_SOURCES["cifar10"].repo, wds_files(CIFAR10[::-1], TEMPLATES, {"test": rows}, **kwargs),
+               commit=commit)
     sized(monkeypatch, "cifar10", n)
     return labels
 
@@ -321,9 +323,14 @@ def test_cards_record_the_source_and_fingerprints_tell_sources_apart(hub, monkey
     assert tv["dataset"]["source"] == "torchvision" and tv["dataset"]["n"] == 4
     assert tv["fingerprint"] != card["fingerprint"]
     # resuming the torchvision run on the hub copy recomputes instead of reusing the torchvision card
-    assert _eval(tmp_path / "tv", tmp_path / "data", "--datasets", "cifar10", "--source", "hub",
-                 "--skip-existing") == 0
+    resume = ["--datasets", "cifar10", "--source", "hub", "--skip-existing"]
+    assert _eval(tmp_path / "tv", tmp_path / "data", *resume) == 0
     assert cards(tmp_path / "tv")["pmgaft-micro/cifar10/none_eps0.json"]["dataset"]["n"] == 12
+    # ... and once the hub copy has moved to another commit (its files re-uploaded), resuming recomputes again
+    cifar10_copy(hub, monkeypatch, n=9, commit="f" * 40)
+    assert _eval(tmp_path / "tv", tmp_path / "data", *resume) == 0
+    moved = cards(tmp_path / "tv")["pmgaft-micro/cifar10/none_eps0.json"]["dataset"]
+    assert moved["n"] == 9 and moved["hub"]["revision"] == "f" * 40
 
 
 def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it(hub, monkeypatch, tmp_path, capsys):
