@@ -221,8 +221,8 @@ def test_imagenet_names_that_repeat_are_kept_at_their_labels_and_refused_elsewhe
     assert "the same order; repeated names ['missile', 'sunglasses'] at the same labels" in ds.hub.class_order
     write_repo(hub, HUB_SOURCES["imagenet"].repo, wds_files(names[::-1], TEMPLATES, {"test": rows}))
     with pytest.raises(PmgaftError, match=r"do not match pmgaft's 1000 classes one to one \(closest: pmgaft's "
-                                          r"curated class names; 'sunglasses' is 2 class\(es\) at labels \[162, 163\] of "
-                                          r"the copy and 2 at \[836, 837\]"):
+                                          r"curated class names; 'sunglasses' is 2 class\(es\) at labels "
+                                          r"\[162, 163\] of the copy and 2 at \[836, 837\]"):
         load_dataset("imagenet", "x", source="hub")
 
 

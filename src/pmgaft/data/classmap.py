@@ -55,7 +55,8 @@ def _match(hub: dict[str, list[int]], registered: dict[str, list[int]]) -> dict[
         elif ours == theirs:  # a repeated name at the same labels in both: those labels are kept
             labels.update(zip(ours, theirs))
         else:
-            return f"{key!r} is {len(ours)} class(es) at labels {ours[:3]} of the copy and {len(theirs)} at {theirs[:3]}"
+            return (f"{key!r} is {len(ours)} class(es) at labels {ours[:3]} of the copy and {len(theirs)} at "
+                    f"{theirs[:3]}")
     return labels
 
 
