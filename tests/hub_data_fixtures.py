@@ -48,13 +48,14 @@ def repo_folder(cache: Path, repo: str) -> Path:
     return cache / f"datasets--{repo.replace('/', '--')}"
 
 
-def write_repo(cache: Path, repo: str, files: dict[str, bytes], listed: Sequence[str] = ()) -> Path:
-    """A dataset repository's files in the cache; returns the snapshot folder. ``listed``: extra paths the
-    repository's tree holds but the cache lacks (an interrupted download)."""
+def write_repo(cache: Path, repo: str, files: dict[str, bytes], listed: Sequence[str] = (),
+               commit: str = COMMIT) -> Path:
+    """A dataset repository's files in the cache at ``commit`` (what ``main`` points to); returns the snapshot
+    folder. ``listed``: extra paths the repository's tree holds but the cache lacks (an interrupted download)."""
     folder = repo_folder(cache, repo)
-    snapshot = folder / "snapshots" / COMMIT
+    snapshot = folder / "snapshots" / commit
     (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(COMMIT)
+    (folder / "refs" / "main").write_text(commit)
     (folder / "blobs").mkdir(exist_ok=True)
     tree = {}
     for rel, data in files.items():
@@ -70,7 +71,7 @@ def write_repo(cache: Path, repo: str, files: dict[str, bytes], listed: Sequence
     for rel in listed:
         tree[rel] = {"size": 1, "blob_id": "0" * 40}
     (folder / "trees").mkdir(exist_ok=True)
-    (folder / "trees" / f"{COMMIT}.json").write_text(json.dumps({"format_version": 1, "files": tree}))
+    (folder / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": tree}))
     return snapshot
 
 

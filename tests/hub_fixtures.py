@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from hub_data_fixtures import COMMIT
+from hub_data_fixtures import offline_hub as use_offline_cache
 
 
 def hub_folder(folder: Path, state_dict: dict[str, torch.Tensor] | None, model_cfg: dict, *,
@@ -50,12 +51,4 @@ def fill_hf_cache(cache: Path, repo: str, files: Path) -> Path:
 @pytest.fixture
 def offline_hub(tmp_path: Path, monkeypatch) -> Path:
     """An empty Hugging Face cache, used offline (env variables and huggingface_hub's constants both set)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
+    return use_offline_cache(monkeypatch, tmp_path / "hf-cache")

@@ -123,6 +123,31 @@ def test_card_and_robustness_json_hold_the_recipe_and_measured_numbers(run, expo
                                        ["clean_accuracy"], 2)
 
 
+def test_the_card_reports_only_cards_of_the_same_tensors_and_activation(run, tmp_path):
+    """A card of the same file with other tensors (another base text tower) or of the same tensors run with the
+    other activation measured another model: not reported."""
+    import shutil
+
+    from pmgaft.export import measured
+
+    results = tmp_path / "results"
+    shutil.copytree(run[1], results)
+    key = next(p for p in results.rglob("pgd2_eps1.json"))
+    card = json.loads(key.read_text())
+    model = card["model"]
+    for name, change in (("other-activation", {"quick_gelu": not model["quick_gelu"]}),
+                         ("other-tensors", {"weights_hash": "0" * 16})):
+        other = results / name / "digits"
+        other.mkdir(parents=True)
+        (other / key.name).write_text(json.dumps({**card, "model": {**model, **change}, "robust_accuracy": 0.5,
+                                                  "run": {"timestamp": "9999"}}))
+    found = measured(results, weights_hash=model["weights_hash"], sha256=model["sha256"],
+                     quick_gelu=model["quick_gelu"])
+    pgd = [r for r in found if r.attack == "pgd2"]
+    assert len(pgd) == 1 and pgd[0].robust == card["robust_accuracy"] != 0.5
+    assert {r.attack for r in measured(results, weights_hash="f" * 16, sha256=model["sha256"])} == set()
+
+
 def test_released_layout_exports_with_quick_gelu_and_the_base_text_tower(tmp_path):
     """A TeCoA-lineage release (image tower of OpenAI CLIP) becomes a full open_clip model with QuickGELU."""
     import open_clip

@@ -15,9 +15,10 @@ import pytest
 
 from dataset_fixtures import FIXTURES, color
 from eval_fixtures import cards
-from hub_data_fixtures import encode, offline_hub, parquet_file, wds_files, write_repo
+from hub_data_fixtures import COMMIT, encode, offline_hub, parquet_file, wds_files, write_repo
 from pmgaft.cli import main
-from pmgaft.data import HUB_SOURCES, build_decoded, load_dataset
+from pmgaft.data import DATASETS, HUB_SOURCES, build_decoded, load_dataset
+from pmgaft.data.cli import hub_status
 from pmgaft.data.classnames import CIFAR10
 from pmgaft.data.hub_sources import HubSplit
 from pmgaft.errors import PmgaftError
@@ -41,12 +42,14 @@ def sized(monkeypatch: pytest.MonkeyPatch, name: str, size: int) -> None:
     monkeypatch.setitem(HUB_SOURCES, name, replace(src, splits=splits, benchmark_test=bench))
 
 
-def cifar10_copy(hub: Path, monkeypatch: pytest.MonkeyPatch, n: int = 12, **kwargs) -> list[int]:
-    """CIFAR-10's hub copy with its classes in reverse order (hub label 9 - c for class c); returns the
-    registered labels of its samples in order. Images cycle through webp, png and jpg."""
+def cifar10_copy(hub: Path, monkeypatch: pytest.MonkeyPatch, n: int = 12, commit: str = COMMIT, **kwargs
+                 ) -> list[int]:
+    """CIFAR-10's hub copy (at ``commit``) with its classes in reverse order (hub label 9 - c for class c); returns
+    the registered labels of its samples in order. Images cycle through webp, png and jpg."""
     labels = [t % 10 for t in range(n)]
     rows = [(9 - t, FORMATS[i % 3], t) for i, t in enumerate(labels)]  # the image has its class's colour
-    write_repo(hub, HUB_SOURCES["cifar10"].repo, wds_files(CIFAR10[::-1], TEMPLATES, {"test": rows}, **kwargs))
+    write_repo(hub, HUB_SOURCES["cifar10"].repo, wds_files(CIFAR10[::-1], TEMPLATES, {"test": rows}, **kwargs),
+               commit=commit)
     sized(monkeypatch, "cifar10", n)
     return labels
 
@@ -205,6 +208,24 @@ def test_class_names_that_do_not_match_are_refused_not_shifted(hub, monkeypatch)
         load_dataset("cifar10", "x", source="hub")
 
 
+def test_imagenet_names_that_repeat_are_kept_at_their_labels_and_refused_elsewhere(hub, monkeypatch):
+    """CLIP_benchmark's ImageNet names (pmgaft's curated list) hold 'missile' and 'sunglasses' twice: matched where
+    the copy has them at the same labels; a copy that moves them cannot say which is which and is refused."""
+    names = curated_classnames("imagenet")
+    assert names.count("missile") == names.count("sunglasses") == 2
+    rows = [(t, "jpg") for t in (657, 744, 836, 837, 0, 999)]
+    write_repo(hub, HUB_SOURCES["imagenet"].repo, wds_files(names, TEMPLATES, {"test": rows}))
+    sized(monkeypatch, "imagenet", 6)
+    ds = load_dataset("imagenet", "x", source="hub")
+    assert ds.targets == [657, 744, 836, 837, 0, 999] and ds.classes == names
+    assert "the same order; repeated names ['missile', 'sunglasses'] at the same labels" in ds.hub.class_order
+    write_repo(hub, HUB_SOURCES["imagenet"].repo, wds_files(names[::-1], TEMPLATES, {"test": rows}))
+    with pytest.raises(PmgaftError, match=r"do not match pmgaft's 1000 classes one to one \(closest: pmgaft's "
+                                          r"curated class names; 'sunglasses' is 2 class\(es\) at labels "
+                                          r"\[162, 163\] of the copy and 2 at \[836, 837\]"):
+        load_dataset("imagenet", "x", source="hub")
+
+
 # --- where the data comes from ------------------------------------------------------------------------------
 
 def test_offline_with_nothing_cached_and_sets_without_a_hub_copy(hub, tmp_path, capsys):
@@ -219,6 +240,22 @@ def test_offline_with_nothing_cached_and_sets_without_a_hub_copy(hub, tmp_path, 
     with pytest.raises(PmgaftError, match="missing cifar-10-batches-py/.*; nor is its hub copy "
                                           "clip-benchmark/wds_vtab-cifar10 in the Hugging Face cache"):
         load_dataset("cifar10", tmp_path, source="auto")
+
+
+def test_an_interrupted_download_is_named_not_read_as_a_smaller_set(hub, monkeypatch, tmp_path, capsys):
+    """The repository's file listing (cached with the snapshot) names a shard the cache lacks."""
+    rows = [(t % 10, "png") for t in range(6)]
+    files = wds_files(CIFAR10, TEMPLATES, {"test": rows})
+    del files["test/1.tar"]
+    write_repo(hub, HUB_SOURCES["cifar10"].repo, files, listed=["test/1.tar"])
+    sized(monkeypatch, "cifar10", 6)
+    with pytest.raises(PmgaftError, match=r"clip-benchmark/wds_vtab-cifar10\) is only partly in the Hugging Face "
+                                          r"cache .*hf \(an interrupted download\): run `pmgaft datasets --download "
+                                          r"cifar10 --source hub` online to finish it"):
+        load_dataset("cifar10", tmp_path, source="hub")
+    assert main(["datasets", "--download", "cifar10", "--source", "hub"]) == 2
+    assert "only partly in the Hugging Face cache" in capsys.readouterr().err
+    assert hub_status(DATASETS["cifar10"]) == "not cached"  # what `pmgaft datasets` lists
 
 
 def test_unknown_repository_is_one_sentence(hub, monkeypatch):
@@ -286,9 +323,14 @@ def test_cards_record_the_source_and_fingerprints_tell_sources_apart(hub, monkey
     assert tv["dataset"]["source"] == "torchvision" and tv["dataset"]["n"] == 4
     assert tv["fingerprint"] != card["fingerprint"]
     # resuming the torchvision run on the hub copy recomputes instead of reusing the torchvision card
-    assert _eval(tmp_path / "tv", tmp_path / "data", "--datasets", "cifar10", "--source", "hub",
-                 "--skip-existing") == 0
+    resume = ["--datasets", "cifar10", "--source", "hub", "--skip-existing"]
+    assert _eval(tmp_path / "tv", tmp_path / "data", *resume) == 0
     assert cards(tmp_path / "tv")["pmgaft-micro/cifar10/none_eps0.json"]["dataset"]["n"] == 12
+    # ... and once the hub copy has moved to another commit (its files re-uploaded), resuming recomputes again
+    cifar10_copy(hub, monkeypatch, n=9, commit="f" * 40)
+    assert _eval(tmp_path / "tv", tmp_path / "data", *resume) == 0
+    moved = cards(tmp_path / "tv")["pmgaft-micro/cifar10/none_eps0.json"]["dataset"]
+    assert moved["n"] == 9 and moved["hub"]["revision"] == "f" * 40
 
 
 def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it(hub, monkeypatch, tmp_path, capsys):
@@ -325,6 +367,27 @@ def test_reference_protocols_refuse_a_hub_copy_of_another_set_and_fare_scores_it
     assert "classnames.txt" in card["prompts"]["names_source"]
 
 
+def test_a_protocol_writing_prompts_with_the_loaders_names_refuses_the_hub_copy(hub, monkeypatch, tmp_path, capsys):
+    """TTC's SUN397 prompts use torchvision's raw ``.classes`` ('apartment_building/outdoor'); a hub copy names its
+    classes its own way ('apartment building outdoor'), so it would silently score other prompts: refused, and
+    auto takes torchvision."""
+    write_repo(hub, HUB_SOURCES["sun397"].repo, wds_files(curated_classnames("sun397"), TEMPLATES,
+                                                          {"test": [(t, "png") for t in range(2)]}))
+    sized(monkeypatch, "sun397", 2)
+    assert _eval(tmp_path / "r", tmp_path, "--datasets", "sun397", "--source", "hub", "--protocol", "ttc") == 2
+    assert ("protocol 'ttc' writes sun397's prompts with the torchvision loader's own class names (prompt style "
+            "'ttc'), which its hub copy clip-benchmark/wds_sun397 does not carry") in capsys.readouterr().err
+    dry_run = ["eval", "--dry-run", "--datasets", "sun397", "--source", "auto", "--protocol", "ttc", "--data-root",
+               str(tmp_path)]
+    assert main(dry_run) == 0
+    plan = capsys.readouterr().out
+    assert "[not readable with --source auto: dataset 'sun397' (all split) not found" in plan
+    assert "protocol 'ttc' writes sun397's prompts with the torchvision loader's own class names" in plan
+    FIXTURES["sun397"](tmp_path)
+    assert main(dry_run) == 0
+    assert "[on disk]" in capsys.readouterr().out
+
+
 def test_caltech101_copy_keeps_its_own_102_classes_for_fare(hub, monkeypatch, tmp_path):
     names = sorted(["background", *curated_classnames("caltech101")], key=str.lower)
     write_repo(hub, HUB_SOURCES["caltech101"].repo, wds_files(names, TEMPLATES, {"test": [(4, "webp"), (0, "png")]}))
@@ -340,8 +403,6 @@ def test_caltech101_copy_keeps_its_own_102_classes_for_fare(hub, monkeypatch, tm
 
 
 def test_every_hub_source_is_a_registered_set_with_a_known_size():
-    from pmgaft.data import DATASETS
-
     for name, src in HUB_SOURCES.items():
         assert name == src.dataset and name in DATASETS and src.all_splits()
         for split, hub_split in src.splits.items():

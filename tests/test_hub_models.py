@@ -126,6 +126,9 @@ def test_quick_gelu_values(tmp_path, weights):
             (value == "FALSE")
     with pytest.raises(PmgaftError, match="quick_gelu = 'maybe'"):
         load_clip(f"local-dir:{hub_folder(tmp_path / 'bad', weights, _cfg('maybe'))}")
+    partial = {k: v for k, v in _cfg().items() if k != "text_cfg"}  # open_clip would fail with a KeyError
+    with pytest.raises(PmgaftError, match="the 'model_cfg' of open_clip_config.json lacks 'text_cfg'"):
+        load_clip(f"local-dir:{hub_folder(tmp_path / 'partial', weights, partial)}")
 
 
 def test_catalogue_names_every_public_model_with_its_sources(capsys):
@@ -146,11 +149,15 @@ def test_catalogue_names_every_public_model_with_its_sources(capsys):
     assert main(["models", "fare5-clip"]) == 2 and "fare4-clip" in capsys.readouterr().err
 
 
-def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weights):  # noqa: F811
+def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weights, capsys):  # noqa: F811
     """``--model fare4-clip`` and ``--checkpoint fare4-clip`` are chs20/fare4-clip: its config and weights."""
     from pmgaft.evaluation import model_specs
 
     fill_hf_cache(offline_hub, "chs20/fare4-clip", hub_folder(tmp_path / "hub", weights, _cfg("TRUE")))
+    fill_hf_cache(offline_hub, "chs20/fare2-clip", hub_folder(tmp_path / "config-only", None, _cfg("TRUE")))
+    assert main(["models", "fare4-clip", "fare2-clip", "tecoa4-clip"]) == 0  # the "cached" column
+    listed = {line.split()[0]: line.split()[-2] for line in capsys.readouterr().out.splitlines()[2:5]}
+    assert listed == {"fare4-clip": "yes", "fare2-clip": "config", "tecoa4-clip": "no"}
     [spec] = model_specs("fare4-clip", None, [])
     assert spec.name == "hf-hub:chs20/fare4-clip" and spec.label == "fare4-clip"
     assert [s.label for s in model_specs(None, None, ["fare4-clip", "mine=hf-hub:chs20/fare4-clip"])] == \
@@ -166,6 +173,18 @@ def test_short_names_evaluate_offline_from_the_cache(tmp_path, offline_hub, weig
         model_specs("fare4-clip", "openai", [])
     with pytest.raises(PmgaftError, match="a hub model is named with --model"):
         model_specs("ViT-L-14", "fare4-clip", [])
+
+
+def test_skip_existing_does_not_reuse_cards_of_an_edited_hub_config(tmp_path, weights):
+    """The same weights under another open_clip_config.json (its quick_gelu) are another model: recomputed."""
+    folder = hub_folder(tmp_path / "hub", weights, _cfg(False))
+    out = tmp_path / "res"
+    argv = ["eval", "--model", f"local-dir:{folder}", "--datasets", "digits", "--attacks", "none", "--n-samples",
+            "10", "--out", str(out), "--no-progress", "--skip-existing"]
+    card = out / "hub" / "digits" / "none_eps0.json"
+    assert main(argv) == 0 and json.loads(card.read_text())["model"]["quick_gelu"] is False
+    hub_folder(folder, None, _cfg(True))  # the config edited, the weights file unchanged
+    assert main(argv) == 0 and json.loads(card.read_text())["model"]["quick_gelu"] is True
 
 
 def test_train_starts_from_a_hub_model(tmp_path, weights):
@@ -195,6 +214,34 @@ def test_bench_times_a_hub_model_with_its_weights(tmp_path, weights):
     folder = hub_folder(tmp_path / "hub", weights, _cfg())
     harness = build_harness(f"local-dir:{folder}", classes=3, device=torch.device("cpu"))
     assert torch.equal(harness.loaded.model.state_dict()["visual.proj"], weights["visual.proj"])
+
+
+def test_the_hub_is_the_configured_endpoint_and_a_proxy_is_trusted(monkeypatch):
+    """HF_ENDPOINT (a mirror) is what is probed, not huggingface.co; behind HTTPS_PROXY a direct connection
+    says nothing, so pmgaft does not force the cache-only mode there."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from pmgaft.models.hub_folder import hub_reachable
+
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server, socket.socket() as closed:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub_reachable()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        assert not hub_reachable()
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        assert hub_reachable()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert not hub_reachable()
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.delenv("NO_PROXY")
+        assert not hub_reachable()
 
 
 @pytest.mark.parametrize("error, filename, match", [

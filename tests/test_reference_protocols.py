@@ -254,11 +254,11 @@ def test_ttc_prompts_are_torchvision_names_on_a_hub_copy_and_sun397_is_refused_o
     capsys.readouterr()
     assert main([*argv, "--datasets", "sun397", "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
-    assert "protocol 'ttc' prompts sun397 with torchvision's own class names verbatim (prompt style 'ttc'), which " \
-           "its hub copy clip-benchmark/wds_sun397 spells its own way" in err and "Traceback" not in err
+    assert "protocol 'ttc' writes sun397's prompts with the torchvision loader's own class names (prompt style " \
+           "'ttc'), which its hub copy clip-benchmark/wds_sun397 does not carry" in err and "Traceback" not in err
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").rglob("*.json"))
     assert main([*argv, "--datasets", "sun397", "--dry-run"]) == 0
-    assert "sun397: split all, ? images [not readable with --source hub: protocol 'ttc' prompts sun397" in \
+    assert "sun397: split all, ? images [not readable with --source hub: protocol 'ttc' writes sun397's" in \
         capsys.readouterr().out
     raw = [f"c{i}/outdoor" for i in range(397)]  # on the torchvision copy: the loader's names, verbatim
     assert get_prompts("sun397", "ttc", classnames=raw).classnames[:2] == ["c0/outdoor", "c1/outdoor"]

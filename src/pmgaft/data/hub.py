@@ -76,8 +76,9 @@ def fetch(source: HubSource, splits: list[HubSplit], *, download: bool = False, 
                           f"huggingface.co, log in with `hf auth login` if it is gated, or use --source "
                           f"torchvision") from err
     except incomplete as err:
-        raise PmgaftError(f"{what} is only partly in the Hugging Face cache {cache_dir()} and the hub cannot be "
-                          f"reached: run `pmgaft datasets --download {source.dataset} --source hub` online to "
+        why = " and the hub cannot be reached" if download else ""
+        raise PmgaftError(f"{what} is only partly in the Hugging Face cache {cache_dir()}{why} (an interrupted "
+                          f"download): run `pmgaft datasets --download {source.dataset} --source hub` online to "
                           f"finish it (it resumes)") from err
     except LocalEntryNotFoundError as err:
         if not download:
@@ -219,16 +220,28 @@ def load_hub(name: str, split: str = "test", *, download: bool = False, skip_cor
     images (VTAB EuroSAT and Caltech-101, SUN397's whole set). ``skip_corrupt``: unreadable samples are left out
     and listed in ``.hub.lost`` instead of failing.
     """
+    source, chosen = _split_of(name, split, benchmark_split)
+    folder = fetch(source, [chosen], download=download, force=force_download)
+    ds = read_split(source, chosen, folder, skip_corrupt=skip_corrupt)
+    ds.split = split
+    return ds
+
+
+def hub_revision(name: str, split: str = "test", *, download: bool = False, benchmark_split: bool = False) -> str:
+    """The commit of the hub copy of ``name`` that holds ``split`` (fetched first when ``download``): what
+    :func:`load_hub` then reads from the cache, without reading it."""
+    source, chosen = _split_of(name, split, benchmark_split)
+    return fetch(source, [chosen], download=download).name
+
+
+def _split_of(name: str, split: str, benchmark_split: bool) -> tuple[HubSource, HubSplit]:
     source = hub_source(name)
     chosen = source.split_for(split, benchmark_split)
     if chosen is None:
         benchmark = " (CLIP_benchmark's own split: pass benchmark_split=True)" if source.split_for(split, True) else ""
         raise PmgaftError(f"the hub copy of {name} ({source.repo}) holds no images of pmgaft's {split!r} split: it "
                           f"holds {source.holds()}{benchmark}; use --source torchvision")
-    folder = fetch(source, [chosen], download=download, force=force_download)
-    ds = read_split(source, chosen, folder, skip_corrupt=skip_corrupt)
-    ds.split = split
-    return ds
+    return source, chosen
 
 
 def read_split(source: HubSource, chosen: HubSplit, folder: Path, *, skip_corrupt: bool = False) -> ImageDataset:

@@ -4,7 +4,9 @@
 Hugging Face cache (:mod:`pmgaft.data.hub`); ``auto`` takes the torchvision layout when it is present, else a
 usable hub copy that is cached, else -- when downloading -- whichever can be fetched (torchvision's download
 first: it is the registered set itself). A hub copy is *usable* for a split when it holds the same images
-(:meth:`HubSource.split_for`); CLIP_benchmark's own, different test splits only when ``benchmark_split``.
+(:meth:`HubSource.split_for`); CLIP_benchmark's own, different test splits only when ``benchmark_split``; and
+never for a prompt style that builds the set's prompts from the torchvision loader's own class names (TTC's
+CIFAR, STL-10, SUN397: a hub copy names its classes its own way, ``aquarium fish`` for ``aquarium_fish``).
 Nothing here reads an image or touches the network.
 """
 from __future__ import annotations
@@ -39,21 +41,37 @@ class SourceChoice:
     why_not: str = ""
 
 
-def hub_refusal(spec: DatasetSpec, split: str, root: Path, benchmark_split: bool, who: str) -> str | None:
-    """Why the hub copy cannot stand for ``split`` of ``spec`` (one sentence), or None when it can."""
+def _loader_named(name: str, prompts: str | None) -> bool:
+    """Whether prompt style ``prompts`` builds registered set ``name``'s prompts from the loader's ``.classes``."""
+    from pmgaft.prompts.classnames import resolve_dataset
+    from pmgaft.prompts.styles import get_style
+
+    key = resolve_dataset(name)
+    return prompts is not None and key is not None and get_style(prompts).loader_names(key)
+
+
+def hub_refusal(spec: DatasetSpec, split: str, root: Path, benchmark_split: bool, who: str,
+                prompts: str | None = None) -> str | None:
+    """Why the hub copy cannot stand for ``split`` of ``spec`` (one sentence), or None when it can. ``prompts``:
+    the prompt style the set will be scored with (None: not known here)."""
     hub = HUB_SOURCES.get(spec.name)
     if hub is None:
         return f"dataset {spec.name!r} has no hub copy (hub copies: {', '.join(HUB_SOURCES)})"
-    if hub.split_for(split, benchmark_split) is not None:
-        return None
-    return (f"{who} scores {spec.name} on {spec.describe_split(split)}, but its hub copy {hub.repo} holds "
-            f"{hub.holds()}: get the torchvision copy instead ({spec.fix(root)}) and evaluate with --source "
-            f"torchvision or auto")
+    instead = f"get the torchvision copy instead ({spec.fix(root)}) and evaluate with --source torchvision or auto"
+    if hub.split_for(split, benchmark_split) is None:
+        return f"{who} scores {spec.name} on {spec.describe_split(split)}, but its hub copy {hub.repo} holds " \
+               f"{hub.holds()}: {instead}"
+    if _loader_named(spec.name, prompts):
+        return (f"{who} writes {spec.name}'s prompts with the torchvision loader's own class names (prompt style "
+                f"{prompts!r}), which its hub copy {hub.repo} does not carry (it names the classes its own way): "
+                f"{instead}")
+    return None
 
 
 def choose_source(spec: DatasetSpec, split: str, root: Path, source: str, *, download: bool = False,
-                  benchmark_split: bool = False, who: str = "pmgaft") -> SourceChoice:
-    """Where ``split`` of ``spec`` will be read from under ``source`` (``SOURCES``); see the module docstring."""
+                  benchmark_split: bool = False, who: str = "pmgaft", prompts: str | None = None) -> SourceChoice:
+    """Where ``split`` of ``spec`` will be read from under ``source`` (``SOURCES``); see the module docstring.
+    ``prompts``: the prompt style it will be scored with, when known (see :func:`hub_refusal`)."""
     from pmgaft.data.hub import cache_dir, cached, download_hint
 
     local = spec.locate(root, split) is not None
@@ -61,7 +79,7 @@ def choose_source(spec: DatasetSpec, split: str, root: Path, source: str, *, dow
         if local or (download and spec.download):
             return SourceChoice("torchvision")
         return SourceChoice(None, str(spec.not_found(root, split)))
-    refusal = hub_refusal(spec, split, root, benchmark_split, who)
+    refusal = hub_refusal(spec, split, root, benchmark_split, who, prompts)
     hub = HUB_SOURCES.get(spec.name)
     hub_cached = refusal is None and cached(hub, hub.split_for(split, benchmark_split)) is not None
     if source == "hub":

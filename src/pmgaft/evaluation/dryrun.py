@@ -16,7 +16,6 @@ from pmgaft.data.hub_sources import WDS
 from pmgaft.data.sources import DEFAULT_SOURCE, choose_source
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.grid import cells_for
-from pmgaft.evaluation.preflight import hub_names_refusal
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.prompts import Prompts, get_prompts
 from pmgaft.prompts.styles import get_style
@@ -40,10 +39,7 @@ def _count(name: str, split: str, data_root: Path, protocol: Protocol, source: s
     label_map = prompts.label_map if prompts is not None else None
     if spec is not None and source != DEFAULT_SOURCE and not spec.offline:
         choice = choose_source(spec, split, data_root, source, benchmark_split=protocol.benchmark_splits,
-                               who=f"protocol {protocol.name!r}")
-        refusal = hub_names_refusal(protocol, spec, data_root) if choice.source == "hub" else None
-        if refusal is not None:
-            return None, f"not readable with --source {source}: {refusal}"
+                               who=f"protocol {protocol.name!r}", prompts=protocol.prompts)
         if choice.source == "hub":
             hub = HUB_SOURCES[name].split_for(split, protocol.benchmark_splits)
             before = " (before the label map's drop)" if label_map is not None and None in label_map else ""

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from pmgaft.attacks import ATTACKS
 from pmgaft.data import build_decoded, describe_transform, load_dataset, stratified_subset
 from pmgaft.data import DATASETS as DATA_SPECS
+from pmgaft.data.hub import hub_revision
 from pmgaft.data.sources import DEFAULT_SOURCE, HUB_PREFIX, source_id
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.distributed import (DEFAULT_TIMEOUT_S, Dist, barrier, broadcast, gather,
@@ -109,7 +110,8 @@ def _image_size(arch: str) -> int:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cell, source: str) -> dict[str, Any]:
+def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cell, source: str,
+              revision: str | None = None) -> dict[str, Any]:
     p, attack = cfg.protocol, ATTACKS[cell.attack]
     key = {"model": spec.identity(), "dataset": cell.dataset, "split": p.split_for(cell.dataset),
            "n": p.samples_for(cell.dataset), "seed": p.seed, "prompts": p.prompts, "transform": p.transform,
@@ -122,7 +124,7 @@ def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cel
     if p.resize_antialias:
         key.update(resize_antialias=True)
     if source.startswith(HUB_PREFIX):  # other cells keep the fingerprints they had before hub copies existed
-        key.update(source=source, benchmark_splits=p.benchmark_splits)
+        key.update(source=source, benchmark_splits=p.benchmark_splits, revision=revision)
     return key
 
 
@@ -149,6 +151,7 @@ class _Writer:
                  sources: dict[str, str]) -> None:
         self.cfg, self.ranks, self.device, self.log = cfg, ranks, device, log
         self.sources = sources  # dataset -> the source id its cards record (see source_id)
+        self.revisions: dict[str, str] = {}  # dataset -> the commit of the hub copy read (see _hub_revisions)
 
     def run(self, t0: float) -> dict[str, Any]:
         return {**run_info(str(self.device), t0, time.time()), "world_size": self.ranks.world}
@@ -197,6 +200,25 @@ def _agree(ranks: Dist, err: BaseException | None) -> BaseException | None:
 
 # --- the grid ------------------------------------------------------------------------------------------------
 
+def _hub_revisions(cfg: GridConfig, chosen: dict[str, str], ranks: Dist, missing: dict[str, str]) -> dict[str, str]:
+    """The commit of each hub copy the grid reads, fetched once by rank 0 before any model (downloaded with
+    ``--download``; every rank then reads that cached snapshot): part of its cells' fingerprints, so cards of a
+    copy whose revision has moved are not reused. A copy that cannot be fetched joins ``missing`` (error cards)."""
+    found: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    if ranks.main:
+        p = cfg.protocol
+        for name in (d for d, source in chosen.items() if source == "hub"):
+            try:
+                found[name] = hub_revision(name, p.split_for(name), download=cfg.download,
+                                           benchmark_split=p.benchmark_splits)
+            except PmgaftError as err:
+                failed[name] = str(err)
+    found, failed = broadcast((found, failed), ranks)
+    missing.update(failed)
+    return found
+
+
 def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> list[dict[str, Any]]:
     """Evaluate every cell; returns the cards written (and, with ``skip_existing``, the ones reused)."""
     if cfg.precision not in PRECISIONS:
@@ -216,6 +238,7 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
     writer = _Writer(cfg, ranks, device, log, sources)
     cards: list[dict[str, Any]] = []
     try:
+        writer.revisions = _hub_revisions(cfg, chosen, ranks, missing)
         for spec in models:
             cards += _run_model(spec, cfg, ranks, writer, missing, device)
         barrier(ranks)
@@ -232,7 +255,8 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
     setup = logits_setup(cfg.protocol, spec.record)
     model_info.update(name=spec.arch, sha256=spec.file_sha256, text_pretrained=spec.text_pretrained,
                       **spec.method(), **setup)
-    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, writer.sources[c.dataset])) for c in cells}
+    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, writer.sources[c.dataset], writer.revisions.get(c.dataset)))
+           for c in cells}
     done = [c for c in cells if cfg.skip_existing and finished(c.path(cfg.out), fps[c])] if ranks.main else []
     done = set(broadcast(done, ranks))  # rank 0 decides what is finished; every rank follows
     cards: list[dict[str, Any]] = []
@@ -279,7 +303,7 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     p = cfg.protocol
     split = p.split_for(dataset_name)
     from_hub = source.startswith(HUB_PREFIX)
-    ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main,
+    ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main and not from_hub,
                       transform=p.transform, image_size=loaded.image_size,
                       source="hub" if from_hub else DEFAULT_SOURCE,
                       skip_corrupt=cfg.skip_corrupt, benchmark_split=p.benchmark_splits)

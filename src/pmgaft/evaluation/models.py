@@ -75,9 +75,14 @@ class ModelSpec:
         return {"method": r.method or "unknown", "recipe": r.recipe, "step": r.step, "train_dataset": r.train_dataset}
 
     def identity(self) -> dict[str, Any]:
-        """What determines the weights without loading them (part of every cell's fingerprint)."""
-        return {"label": self.label, "arch": self.arch, "pretrained": self.pretrained, "sha256": self.file_sha256,
-                "text_pretrained": self.text_pretrained, "quick_gelu": self.quick_gelu}
+        """What determines the model without loading it (part of every cell's fingerprint); for a hub
+        architecture also its ``open_clip_config.json``, which the weights file's sha256 does not cover (its
+        ``quick_gelu`` decides the activation)."""
+        identity = {"label": self.label, "arch": self.arch, "pretrained": self.pretrained,
+                    "sha256": self.file_sha256, "text_pretrained": self.text_pretrained, "quick_gelu": self.quick_gelu}
+        if hub_name(self.arch) is not None:
+            identity["hub_config"] = (self.hub or resolve_hub(self.arch, weights=False)).config
+        return identity
 
     def load(self, *, device: str, seed: int) -> LoadedClip:
         seed_everything(seed)  # random-init models are the same in every run

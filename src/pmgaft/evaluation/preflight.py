@@ -20,7 +20,6 @@ from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.models.files import probe_weights
-from pmgaft.prompts.styles import get_style
 from pmgaft.utils import did_you_mean
 
 
@@ -36,26 +35,13 @@ def check_writable(folder: Path) -> str | None:
         return f"results folder {str(folder)!r} is not writable ({err.strerror or err}): choose another with --out"
 
 
-def hub_names_refusal(protocol: Protocol, spec: DatasetSpec, data_root: Path) -> str | None:
-    """Why a hub copy cannot stand for ``spec`` under the protocol's prompts (one sentence), or None.
-
-    A prompt style that writes the torchvision loader's own class names verbatim (``ttc``'s SUN397:
-    'apartment_building/outdoor') needs that loader: a hub copy names its classes its own way (CLIP_benchmark's
-    cleaned 'apartment building outdoor'), which would silently change every prompt.
-    """
-    if not get_style(protocol.prompts).loader_names(spec.name):
-        return None
-    return (f"protocol {protocol.name!r} prompts {spec.name} with torchvision's own class names verbatim (prompt "
-            f"style {protocol.prompts!r}), which its hub copy {HUB_SOURCES[spec.name].repo} spells its own way: get "
-            f"the torchvision copy instead ({spec.fix(data_root)}) and evaluate with --source torchvision or auto")
-
-
 def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
                      source: str = DEFAULT_SOURCE) -> tuple[list[str], dict[str, str], dict[str, str]]:
     """(typos and impossible splits, {dataset: why its data is missing}, {dataset: "torchvision" or "hub"}).
 
     ``source`` (``--source``) picks each set's copy (:func:`pmgaft.data.sources.choose_source`); a hub copy that
-    holds other images than the protocol scores counts as missing, with the sentence saying what to get instead.
+    holds other images than the protocol scores, or lacks the loader's class names its prompts are written with,
+    counts as missing, with the sentence saying what to get instead.
     """
     typos: list[str] = []
     missing: dict[str, str] = {}
@@ -74,10 +60,10 @@ def dataset_problems(protocol: Protocol, data_root: Path, download: bool,
             typos.append(f"dataset {name!r} has no split {split!r} (valid: {', '.join(spec.splits)})")
             continue
         choice = choose_source(spec, split, data_root, source, download=download,
-                               benchmark_split=protocol.benchmark_splits, who=f"protocol {protocol.name!r}")
-        refusal = hub_names_refusal(protocol, spec, data_root) if choice.source == "hub" else None
-        if choice.source is None or refusal is not None:
-            missing[name] = refusal or choice.why_not
+                               benchmark_split=protocol.benchmark_splits, who=f"protocol {protocol.name!r}",
+                               prompts=protocol.prompts)
+        if choice.source is None:
+            missing[name] = choice.why_not
         else:
             chosen[name] = choice.source
     return typos, missing, chosen

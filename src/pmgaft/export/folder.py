@@ -108,7 +108,8 @@ def export_folder(checkpoint: str | Path, out: str | Path, *, model: str | None 
                        trust_checkpoint=trust_checkpoint)
     facts = model_facts(loaded, source, name or (hub_id.split("/")[-1] if hub_id else out.name))
     results = Path(results).expanduser() if results is not None else None
-    rows = measured(results, weights_hash=facts.weights_hash, sha256=facts.source_sha256) if results else []
+    rows = measured(results, weights_hash=facts.weights_hash, sha256=facts.source_sha256,
+                    quick_gelu=facts.quick_gelu) if results else []
     doc = robustness_doc(rows, name=facts.name, architecture=facts.architecture, weights_hash=facts.weights_hash)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -1,7 +1,9 @@
 """The exported model's measured numbers: its result cards, and ``robustness.json`` in RobustBench's field names.
 
-:func:`measured` picks the cards of a results directory whose model is the exported weights (same tensors by
-pmgaft's weights hash, or the same checkpoint file by sha256) -- one row per (protocol, dataset, attack, eps), the
+:func:`measured` picks the cards of a results directory whose model is the exported model: the same tensors by
+pmgaft's weights hash (the checkpoint file's sha256 only for a card that records no hash: one file can give other
+tensors, e.g. an image-tower-only file with another base text tower) and the same activation (a card of the same
+weights run with the other one measured another function) -- one row per (protocol, dataset, attack, eps), the
 newest where a cell was evaluated under several labels. :func:`robustness_doc` averages them over the datasets,
 one entry per (protocol, eps, attack), with RobustBench's fields: ``clean_acc``, ``autoattack_acc`` (where
 AutoAttack ran; other attacks give ``robust_acc``), ``eps`` as ``"4/255"``, ``threat_model``, ``reported: false``
@@ -47,12 +49,21 @@ class Measured:
         return self.attack_name == "none"
 
 
-def measured(results: str | Path, *, weights_hash: str, sha256: str) -> list[Measured]:
-    """The successful cards under ``results`` of the exported weights, one per cell (sorted)."""
+def _same_model(model: dict[str, Any], weights_hash: str, sha256: str, quick_gelu: bool | None) -> bool:
+    """Whether a card's ``model`` block is the exported model (see the module docstring)."""
+    same_weights = model["weights_hash"] == weights_hash if model.get("weights_hash") else \
+        model.get("sha256") == sha256
+    recorded = model.get("quick_gelu")
+    return same_weights and (quick_gelu is None or recorded is None or recorded == quick_gelu)
+
+
+def measured(results: str | Path, *, weights_hash: str, sha256: str, quick_gelu: bool | None = None
+             ) -> list[Measured]:
+    """The successful cards under ``results`` of the exported model, one per cell (sorted). ``quick_gelu``: the
+    exported activation (None: any)."""
     rows: dict[tuple[str, str, str, float], Measured] = {}
     for card in load_results(results) if Path(results).is_dir() else []:
-        model = card.get("model", {})
-        if "error" in card or not (model.get("weights_hash") == weights_hash or model.get("sha256") == sha256):
+        if "error" in card or not _same_model(card.get("model", {}), weights_hash, sha256, quick_gelu):
             continue
         a = card["attack"]
         row = Measured(protocol=card.get("config", {}).get("protocol", {}).get("name", "?"),

@@ -29,6 +29,7 @@ from pmgaft.models.checkpoint import ModelRecord, model_record, read_metadata
 HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"  # open_clip's prefixes (open_clip.factory)
 WEIGHTS_NAMES = (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)  # the order open_clip tries them in
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+_MODEL_CFG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")  # what open_clip builds every CLIP from
 
 
 def hub_name(text: str | os.PathLike | None) -> str | None:
@@ -139,6 +140,11 @@ def _read_config(path: Path, name: str) -> dict[str, Any]:
         raise PmgaftError(f"{name}: {path} is not readable JSON ({err}).") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise PmgaftError(f"{name}: {HF_CONFIG_NAME} has no 'model_cfg' (open_clip needs it to build the model).")
+    lacking = [key for key in _MODEL_CFG_KEYS if key not in config["model_cfg"]]
+    if lacking:
+        raise PmgaftError(f"{name}: the 'model_cfg' of {HF_CONFIG_NAME} lacks {', '.join(map(repr, lacking))}, so "
+                          f"open_clip cannot build the model: write the architecture's whole open_clip config "
+                          f"there (as `pmgaft export` does).")
     return config
 
 
@@ -212,12 +218,27 @@ def _offline_requested() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """False under HF_HUB_OFFLINE or when ``host`` does not answer (then only the cache is used)."""
+def hub_reachable(host: str | None = None, timeout: float = 3.0) -> bool:
+    """False under HF_HUB_OFFLINE or when the hub does not answer (then only the cache is used, at once).
+
+    The hub is huggingface_hub's endpoint (``HF_ENDPOINT``, e.g. a mirror; default huggingface.co) unless ``host``
+    is given. Behind an HTTPS proxy (``HTTPS_PROXY``) a direct connection says nothing: huggingface_hub goes
+    through the proxy, so the hub counts as reachable and its own errors tell.
+    """
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
     if _offline_requested():
         return False
+    endpoint = urlsplit(constants.ENDPOINT if host is None else f"https://{host}")
+    name = endpoint.hostname or "huggingface.co"
+    if urllib.request.getproxies().get(endpoint.scheme or "https") and not urllib.request.proxy_bypass(name):
+        return True
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((name, endpoint.port or (80 if endpoint.scheme == "http" else 443)),
+                                 timeout=timeout).close()
         return True
     except OSError:
         return False
