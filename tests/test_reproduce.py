@@ -98,3 +98,39 @@ def test_methods_are_the_registry_s_trainable_ones(tmp_path, capsys):
     assert "--methods{" + ",".join(["clip", *trainable]) + "}" in text
     assert main(["reproduce", "--data-root", str(tmp_path), "--methods", "none", "--dry-run"]) == 2
     assert "invalid choice: 'none'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_agft_reproduces_end_to_end_on_tiny_data(tmp_path, monkeypatch, capsys):
+    """configs/imagenet/agft.yaml at toy scale (its settings, with CIFAR-10's miniature as the training set, 2 steps,
+    fp32 on the CPU), trained and evaluated by ``reproduce --protocol agft`` (its attacks and scoring, on two of its
+    sets) with the pre-trained model, then the report; a second run reuses everything."""
+    import yaml
+
+    from eval_fixtures import cards, data_root, micro_checkpoint
+
+    root, start = data_root(tmp_path, "cifar10", "pcam"), micro_checkpoint(tmp_path / "clip.safetensors")
+    config = yaml.safe_load(open("configs/imagenet/agft.yaml"))
+    config.update(dataset="cifar10", batch_size=2, epochs=1, max_steps=2, warmup_steps=1, num_workers=0,
+                  precision="fp32", prompt_style="train")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "agft.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setitem(PROTOCOLS, "agft", replace(PROTOCOLS["agft"], datasets=("cifar10", "pcam")))
+    argv = ["reproduce", "--data-root", str(root), "--configs", str(tmp_path / "configs"), "--methods", "clip",
+            "agft", "--model", "pmgaft-micro", "--pretrained", str(start), "--protocol", "agft", "--n-samples", "2",
+            "--device", "cpu", "--out", str(tmp_path / "rep")]
+    assert main(argv) == 0
+    run = tmp_path / "rep" / "runs" / "agft"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["steps"] == 2 and (run / "best.safetensors").is_file()
+    results = cards(tmp_path / "rep" / "results")
+    cells = {(c["model"]["label"], c["dataset"]["name"], c["attack"]["id"]) for c in results.values()}
+    assert cells == {(m, d, a) for m in ("clip", "agft") for d in ("cifar10", "pcam")
+                     for a in ("pgd20", "cw20", "apgd-ce-dlr-eot")}
+    assert all(c["dataset"]["n"] == 2 and c["prompts"]["style"] == "agft" and c["model"]["logit_scale"] == 100
+               and c["model"]["logit_scale_source"] == "protocol agft" for c in results.values())
+    assert {c["model"]["method"] for c in results.values() if c["model"]["label"] == "agft"} == {"agft"}
+    assert (tmp_path / "rep" / "report" / "report.md").is_file()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"skip training agft: {run} is finished" in capsys.readouterr().out
