@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from pmgaft.attacks.passes import Passes
 from pmgaft.attacks.pgd import check_attack_args
 from pmgaft.errors import PmgaftError
 
@@ -23,6 +24,12 @@ AA_VERSIONS = ("standard", "plus", "rand", "tga-zsr", "agft")
 # versions run as AutoAttack(version="custom") with APGD-CE + APGD-DLR: the APGD settings of each
 CUSTOM_APGD: dict[str, dict[str, int]] = {"tga-zsr": {"n_iter": 100, "eot_iter": 1},
                                           "agft": {"n_iter": 10, "eot_iter": 20}}
+# what pyautoattack runs in the versions whose cost is modelled (AutoAttack.__init__ and _set_version; 1 restart
+# per attack): APGD-CE/-DLR iterations and EOT draws, APGD-T/FAB-T iterations per target class, Square's queries
+APGD_SETTINGS: dict[str, dict[str, int]] = {"standard": {"n_iter": 100, "eot_iter": 1},
+                                            "rand": {"n_iter": 100, "eot_iter": 20}, **CUSTOM_APGD}
+TARGETED_ITERATIONS = 100
+SQUARE_QUERIES = 5000
 
 
 class _Callable(torch.nn.Module):
@@ -62,6 +69,21 @@ def autoattack_info(num_classes: int, version: str = "standard", norm: str = "Li
     apgd = {"apgd_n_iter": CUSTOM_APGD[version]["n_iter"], "apgd_eot_iter": CUSTOM_APGD[version]["eot_iter"],
             "apgd_restarts": 1} if version in CUSTOM_APGD else {}
     return {"attacks": attacks, "n_target_classes": n_target, "version": version, "norm": norm, **apgd}
+
+
+def autoattack_passes(num_classes: int, version: str = "standard") -> tuple[Passes, ...]:
+    """Model passes per image of each attack :func:`autoattack` runs for ``num_classes``, in order; each after the
+    first attacks only the images still robust. An APGD iteration is one gradient pass per EOT draw; a FAB-T
+    iteration one gradient pass and one forward check; a Square query one forward pass."""
+    attacks, n_target = plan_autoattack(num_classes, version)
+    if version not in APGD_SETTINGS:
+        raise PmgaftError(f"no cost model for AutoAttack version {version!r} (5 restarts, untargeted FAB); "
+                          f"versions with one: {', '.join(APGD_SETTINGS)}.")
+    apgd = Passes(gradients=APGD_SETTINGS[version]["n_iter"] * APGD_SETTINGS[version]["eot_iter"])
+    targeted = n_target * TARGETED_ITERATIONS
+    stages = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": Passes(gradients=targeted),
+              "fab-t": Passes(gradients=targeted, forwards=targeted), "square": Passes(forwards=SQUARE_QUERIES)}
+    return tuple(stages[attack] for attack in attacks)
 
 
 def autoattack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eps: float,

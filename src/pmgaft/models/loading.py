@@ -339,7 +339,7 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], label: str, name
                 if fits else " Is --model the architecture the checkpoint was trained with?")
         raise PmgaftError(f"checkpoint {label} does not fit model {name!r}: " + "; ".join(p for p in parts if p)
                           + "." + hint)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    model.load_state_dict(sd, strict=True)  # copies cast in place: an fp16 file (OpenAI's) needs no fp32 copy
 
 
 def _close_models(name: str) -> str:
