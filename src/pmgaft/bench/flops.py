@@ -23,12 +23,13 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
     fare         2k + 4     original(x) once; attack (L2 PGD); target(x_adv): forward + weight backward
     tga_zsr      2k + 7     attack; target([x_adv, x]): 2 + 4; original(x)
     comp_tga     2k + 7     as tga_zsr (its complementary map reuses the same tokens)
+    agft         2k + 4     original(x) once (the soft target); attack; target(x_adv): forward + weight backward
     pgd (eval)   2k         k x (forward + input-only backward)
     clean        1          no-grad forward
     ===========  =========  ==========================================================================
 
-(FARE's implementation computes ``original(x)`` twice, in its attack and in its loss: 2k + 5 executed. PMG-AFT's
-default ``--memory lean`` recomputes the clean forward in the backward: 2k + 8 executed, 2k + 7 counted.)
+(FARE's and AGFT's implementations compute ``original(x)`` twice, in the attack and in the loss: 2k + 5 executed.
+PMG-AFT's default ``--memory lean`` recomputes the clean forward in the backward: 2k + 8 executed, 2k + 7 counted.)
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ FORWARD_EQUIVALENTS: dict[str, ForwardCount] = {
     "fare": ForwardCount(2, 4),
     "tga_zsr": ForwardCount(2, 7),
     "comp_tga": ForwardCount(2, 7),
+    "agft": ForwardCount(2, 4),
     "pgd": ForwardCount(2, 0),
     "clean": ForwardCount(0, 1),
 }
