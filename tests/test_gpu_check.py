@@ -81,7 +81,7 @@ def test_every_check_runs_on_the_cpu(tmp_path, capsys):
     rows = {(r["check"], r["subject"]): r for r in doc["rows"]}
     assert doc["ok"] and set(doc["seconds"]) == set(gpu_check.CHECKS)
     assert {s for c, s in rows if c == "precision"} == set(gpu_check.TRAINABLE)
-    assert {"train:pmg_aft", "train:pmg_aft+lean_memory", "released:pmg_aft", "pgd", "clean"} <= {
+    assert {"train:pmg_aft", "train:pmg_aft+fast_memory", "released:pmg_aft", "pgd", "clean"} <= {
         s for c, s in rows if c == "bench"}
     assert rows[("bench", "train:tecoa")]["numbers"]["batch_size"] == 4
     assert rows[("compile", "eager, PGD-2")]["ok"] and rows[("torchrun", "gloo all-reduce")]["ok"]

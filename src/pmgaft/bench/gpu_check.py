@@ -8,12 +8,15 @@ writing the numbers as JSON. Its checks, in order (:data:`CHECKS`):
   in fp32 and under bf16 autocast, from the same weights, batch and attack starts. bf16 keeps 8 significant bits,
   so every op rounds by up to 2^-9 (0.2%) and a 12-block forward carries ~1% of a logit into the losses; a loss
   that squares a difference of embeddings (FARE's) doubles that. Agreement: every loss term within 2% of the fp32
-  total, the update's cosine with fp32's at least 0.9 -- or, where the fp32 step itself is that sensitive, no
+  total (or of log C, a uniform prediction's cross-entropy, where the total is below it: a loss near its floor,
+  such as AGFT's soft-target CE at random weights, 0.17 against log 10, carries the logits' absolute error, not a
+  share of its own small value), the update's cosine with fp32's at least 0.9 -- or, where the fp32 step itself is that sensitive, no
   further from fp32 than a step with another random attack start is (AdamW's sign-like first update, FARE's, is
   at random weights). The attack is at 16/255: at 1/255 a random-weight model's embeddings barely move, and
   FARE's loss would be bf16's rounding itself.
 * ``bench`` -- ``pmgaft bench --precision bf16 --batch-size 256`` on the GPU: every method's step time, MFU and
-  CUDA's max allocated memory, with ``--memory lean`` side by side and the released recipe's arithmetic.
+  CUDA's max allocated memory, with PMG-AFT's other ``--memory`` mode (``fast``: no recomputation) side by side
+  and the released recipe's arithmetic.
 * ``pgd`` -- one PGD-10 cell (labels: the clean predictions) in fp32 and under bf16 on the same images and random
   starts, at the smallest eps of 1, 2, 4, ... 64 /255 that breaks at least a quarter of them. The robust sets agree
   when every image they disagree on is a near-tie: its fp32 margin is within twice bf16's largest logit error on
@@ -30,6 +33,7 @@ anyway, with fp32 in the bench: how its tests run it).
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -107,7 +111,7 @@ def check_precision(config: GpuCheckConfig, harness: Harness) -> list[Row]:
         ref, ref_update = _step(harness, name, x, y, low=False, seed=0)
         low, low_update = _step(harness, name, x, y, low=True, seed=0)
         other, other_update = _step(harness, name, x, y, low=False, seed=1)  # another random attack start
-        scale = max(abs(ref["total"]), 1e-12)
+        scale = max(abs(ref["total"]), math.log(config.classes))  # a CE-type loss's scale (see the docstring)
         gap = max(abs(low[k] - ref[k]) for k in ref) / scale
         other_gap = max(abs(other[k] - ref[k]) for k in ref) / scale
         cosine, other_cosine = _cosine(low_update, ref_update), _cosine(other_update, ref_update)
