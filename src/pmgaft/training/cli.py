@@ -93,10 +93,10 @@ _HELP = {
                         "or 'mean' (the released codes' batch-mean CE; with --precision fp16 its gradients "
                         "underflow at large batch, as theirs did)",
     "val_attack_steps": "PGD steps of the validation attack used for model selection",
-    "memory": "'lean' (default): PMG-AFT keeps one batch's autograd graph alive instead of two by recomputing the "
-              "clean branch in the backward, for one more forward per step (~+9% step time); 'fast': no "
-              "recomputation, both graphs alive (same gradients either way; ViT-B/32 fp32, peak of live tensors "
-              "against TeCoA's: lean 1.18x at batch 32 and 1.04x at 256, fast 1.69x and 1.9x)",
+    "memory": "PMG-AFT only. 'lean' (default): one batch's autograd graph alive instead of two, by recomputing the "
+              "clean branch in the backward, for one more forward per step (+9% of the arithmetic at 2 attack "
+              "steps); 'fast': no recomputation, both graphs alive. Same gradients either way; ViT-B/32 fp32, peak of "
+              "live tensors against TeCoA's: lean 1.18x at batch 32 and 1.04x at 256 (fitted), fast 1.69x and 1.92x",
     "device": "auto, cpu, cuda or cuda:N",
     "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
                  "'none' lifts a limit the run was started with, on --resume)",
