@@ -273,3 +273,30 @@ def test_compiled_classifier_gives_the_same_cards(tmp_path, digits_clip):
     assert main([*argv, "--out", str(tmp_path / "compiled"), "--compile", "aot_eager"]) == 0  # the torch.compile path
     eager, compiled = cards(tmp_path / "eager"), cards(tmp_path / "compiled")
     assert {p: c["robust_correct"] for p, c in eager.items()} == {p: c["robust_correct"] for p, c in compiled.items()}
+
+
+def test_download_fetches_a_missing_set_once_before_any_model_reads_it(tmp_path, monkeypatch):
+    """`--download`: rank 0 fetches a set it lacks once, before the grid (other ranks wait for it), not once per
+    model inside the grid; the models then read the downloaded folder."""
+    from dataset_fixtures import FIXTURES
+    from pmgaft.evaluation import grid
+
+    root = data_root(tmp_path)
+    real = grid.load_dataset
+    downloads = []
+
+    def fake_download(name, data_root, split, download=False, **kw):
+        if download:  # what torchvision's download leaves behind, offline
+            downloads.append(name)
+            FIXTURES[name](Path(data_root))
+        return real(name, data_root, split, **kw)
+
+    monkeypatch.setattr(grid, "load_dataset", fake_download)
+    argv = ["eval", "--checkpoint", f"a={micro_checkpoint(tmp_path / 'a.safetensors')}",
+            "--checkpoint", f"b={micro_checkpoint(tmp_path / 'b.safetensors', seed=2)}",
+            "--datasets", "cifar10", "--attacks", "none", "--n-samples", "8", "--data-root", str(root),
+            "--out", str(tmp_path / "r"), "--no-progress", "--download"]
+    assert main(argv) == 0
+    assert downloads == ["cifar10"]
+    assert {p.split("/")[0] for p in cards(tmp_path / "r")} == {"a", "b"}
+    assert main(argv) == 0 and downloads == ["cifar10"]  # present now: not fetched again

@@ -151,7 +151,7 @@ class _Writer:
                  sources: dict[str, str]) -> None:
         self.cfg, self.ranks, self.device, self.log = cfg, ranks, device, log
         self.sources = sources  # dataset -> the source id its cards record (see source_id)
-        self.revisions: dict[str, str] = {}  # dataset -> the commit of the hub copy read (see _hub_revisions)
+        self.revisions: dict[str, str] = {}  # dataset -> the commit of the hub copy read (see _fetch_data)
 
     def run(self, t0: float) -> dict[str, Any]:
         return {**run_info(str(self.device), t0, time.time()), "world_size": self.ranks.world}
@@ -200,20 +200,26 @@ def _agree(ranks: Dist, err: BaseException | None) -> BaseException | None:
 
 # --- the grid ------------------------------------------------------------------------------------------------
 
-def _hub_revisions(cfg: GridConfig, chosen: dict[str, str], ranks: Dist, missing: dict[str, str]) -> dict[str, str]:
-    """The commit of each hub copy the grid reads, fetched once by rank 0 before any model (downloaded with
-    ``--download``; every rank then reads that cached snapshot): part of its cells' fingerprints, so cards of a
-    copy whose revision has moved are not reused. A copy that cannot be fetched joins ``missing`` (error cards)."""
+def _fetch_data(cfg: GridConfig, chosen: dict[str, str], ranks: Dist, missing: dict[str, str]) -> dict[str, str]:
+    """Rank 0 fetches the data every rank then reads, once, before any model: with ``--download`` the
+    torchvision sets it lacks (the other ranks wait for it: no rank reads a half-downloaded folder), and the
+    commit of each hub copy (downloaded with ``--download``; every rank then reads that cached snapshot), which is
+    part of its cells' fingerprints, so cards of a copy whose revision has moved are not reused. Returns the hub
+    commits; a set that cannot be fetched joins ``missing`` (error cards)."""
     found: dict[str, str] = {}
     failed: dict[str, str] = {}
     if ranks.main:
         p = cfg.protocol
-        for name in (d for d, source in chosen.items() if source == "hub"):
+        for name, source in chosen.items():
             try:
-                found[name] = hub_revision(name, p.split_for(name), download=cfg.download,
-                                           benchmark_split=p.benchmark_splits)
-            except PmgaftError as err:
-                failed[name] = str(err)
+                if source == "hub":
+                    found[name] = hub_revision(name, p.split_for(name), download=cfg.download,
+                                               benchmark_split=p.benchmark_splits)
+                elif cfg.download and name in DATA_SPECS and DATA_SPECS[name].locate(cfg.data_root,
+                                                                                      p.split_for(name)) is None:
+                    load_dataset(name, cfg.data_root, p.split_for(name), download=True)
+            except Exception as err:  # noqa: BLE001  (a failed download is that set's error cards)
+                failed[name] = str(err) if isinstance(err, PmgaftError) else f"download failed: {err}"
     found, failed = broadcast((found, failed), ranks)
     missing.update(failed)
     return found
@@ -238,7 +244,7 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
     writer = _Writer(cfg, ranks, device, log, sources)
     cards: list[dict[str, Any]] = []
     try:
-        writer.revisions = _hub_revisions(cfg, chosen, ranks, missing)
+        writer.revisions = _fetch_data(cfg, chosen, ranks, missing)
         for spec in models:
             cards += _run_model(spec, cfg, ranks, writer, missing, device)
         barrier(ranks)
@@ -303,7 +309,7 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     p = cfg.protocol
     split = p.split_for(dataset_name)
     from_hub = source.startswith(HUB_PREFIX)
-    ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main and not from_hub,
+    ds = load_dataset(dataset_name, cfg.data_root, split,  # downloads happened in _fetch_data
                       transform=p.transform, image_size=loaded.image_size,
                       source="hub" if from_hub else DEFAULT_SOURCE,
                       skip_corrupt=cfg.skip_corrupt, benchmark_split=p.benchmark_splits)
