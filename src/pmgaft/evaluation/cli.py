@@ -17,6 +17,7 @@ from pmgaft.attacks.pgd import REDUCTIONS
 from pmgaft.cli_args import parse_logit_scale
 from pmgaft.data import TRANSFORM_PRESETS
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation import defence_args
 from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
 from pmgaft.evaluation.models import model_specs
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
@@ -82,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--split", help="dataset split for every set (default: whole SUN397/EuroSAT/Caltech, test "
                                    "elsewhere; fare: test)")
     g.add_argument("--seed", type=int, help="seed of the subset and the attacks' random starts (default: 0)")
+    defence_args.add_arguments(parser)
     r = parser.add_argument_group("running")
     r.add_argument("--out", "--results", dest="out", type=Path, default=Path("results"),
                    help="results directory (default: ./results)")
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dist_timeout > 0:
         raise PmgaftError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}.")
     protocol = resolve_protocol(args)
+    defence = defence_args.resolve_defence(args)
     if args.dry_run:
         from pmgaft.evaluation.dryrun import print_plan
 
@@ -161,10 +164,11 @@ def run(args: argparse.Namespace) -> int:
                      workers=args.workers, download=args.download, progress=not args.no_progress,
                      early_exit=not args.no_early_exit, skip_corrupt=args.skip_corrupt,
                      allow_missing=args.allow_missing, trust_checkpoint=args.trust_checkpoint,
-                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile)
+                     decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile,
+                     defence=defence)
     print(f"pmgaft eval: {len(specs)} model(s) x {len(protocol.datasets)} dataset(s); protocol {protocol.name}; "
-          f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255 -> "
-          f"{args.out}", flush=True)
+          f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255"
+          f"{f'; defence {defence.name}, non-adaptive and adaptive' if defence else ''} -> {args.out}", flush=True)
     cards = run_grid(specs, cfg, log=lambda line: print(line, flush=True))
     failed = [c for c in cards if "error" in c]
     done = len(cards) - len(failed)

@@ -2,7 +2,8 @@
 
 One :class:`PmgaftError` lists every problem found: an unwritable results folder, unknown datasets, splits a
 dataset does not have, data missing under the data root, checkpoints that are missing, unreadable or unsafe to
-unpickle, unknown architectures or hub tags. Missing data can instead be accepted (``allow_missing``): those
+unpickle, unknown architectures or hub tags; with a test-time defence, attacks it cannot wrap and fine-tuned
+models whose original image tower (the defence's tau reference) is unknown or unloadable. Missing data can instead be accepted (``allow_missing``): those
 datasets then get error cards and the rest of the grid runs.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from pmgaft.data import DATASETS
 from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.defended import DefenceConfig, defence_problems, reference_spec
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.models.files import probe_weights
@@ -79,12 +81,24 @@ def model_problems(models: list[ModelSpec], trust: bool) -> list[str]:
     return problems
 
 
+def _reference(spec: ModelSpec, defence: DefenceConfig) -> ModelSpec | None:
+    try:
+        return reference_spec(spec, defence)
+    except PmgaftError:  # reported by defence_problems
+        return None
+
+
 def preflight(models: list[ModelSpec], protocol: Protocol, *, out: Path, data_root: Path, download: bool,
-              trust_checkpoint: bool = False, allow_missing: bool = False) -> dict[str, str]:
+              trust_checkpoint: bool = False, allow_missing: bool = False,
+              defence: DefenceConfig | None = None) -> dict[str, str]:
     """Raise one PmgaftError listing every problem; returns the datasets accepted as missing (``allow_missing``)."""
     problems = [p for p in [check_writable(out)] if p]
     typos, missing = dataset_problems(protocol, data_root, download)
     problems += typos + model_problems(models, trust_checkpoint)
+    problems += defence_problems(models, protocol, defence)
+    if defence is not None:  # the original image towers the defence's tau is computed with
+        references = {r.pretrained: r for m in models for r in [_reference(m, defence)] if r is not None}
+        problems += model_problems(list(references.values()), trust_checkpoint)
     if missing and not allow_missing:
         problems += [f"{why}" for why in missing.values()]
         if len(missing) < len(protocol.datasets):
