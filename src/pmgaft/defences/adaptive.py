@@ -109,5 +109,5 @@ TTC_ADAPTIVE: dict[str, AdaptiveAttack] = {a.name: a for a in (
 
 def adaptive_settings() -> dict[str, Any]:
     """The constants of the adaptive attacks (part of a defended cell's fingerprint and card)."""
-    return {"tau_weight": TAU_WEIGHT, "tau_margin": TAU_MARGIN, "sign_backward": "g / mean|g|",
+    return {"tau_weight": TAU_WEIGHT, "tau_margin": TAU_MARGIN, "sign_backward": "g / mean|g|", "reduction": "sum",
             "gate_backward": "fixed"}

@@ -7,8 +7,10 @@ Per (model, dataset), after the undefended cells, the grid adds cells whose file
 * ``<attack>_eps<k>_<defence>`` -- **non-adaptive** (the defence paper's arithmetic): the attack runs on the
   undefended classifier to its final iterate (no early exit), the defence then runs on that image;
 * ``<attack>_eps<k>_<defence>-adaptive`` -- **adaptive**: every adaptive attack of the defence
-  (:mod:`pmgaft.defences.adaptive`) attacks the defended classifier; a sample is robust only if it survives all
-  of them, and the card keeps each attack's own number (``robust_accuracy_by_attack``).
+  (:mod:`pmgaft.defences.adaptive`) attacks the defended classifier. The attacker knows the defence and may also
+  ignore it, so the non-adaptive attack's output (``transfer``) is one more candidate: a sample is robust only if
+  it survives all of them (adaptive <= non-adaptive, sample by sample), and the card keeps each candidate's own
+  number (``robust_accuracy_by_attack``).
 
 How a randomized defence is scored: every prediction is the defended classifier's with the **evaluation's own
 delta_0 draw** for that sample, keyed by the run seed and its dataset position (the same draw for its clean and
@@ -36,6 +38,9 @@ from pmgaft.evaluation.results import Cell
 from pmgaft.models import ZeroShotClassifier
 from pmgaft.utils import lookup
 
+TRANSFER = "the non-adaptive attack's output (an attacker who knows the defence may also ignore it)"
+THREAT_MODELS = {False: "non-adaptive: the attack sees the undefended classifier, the defence runs on its output",
+                 True: "adaptive: the attacks see the defended classifier; robust = survives every one of them"}
 UNMODIFIED = ("clip", "none", "random-init")  # a model's method when its image tower is the original one
 EVAL_STREAM = "defence"  # the random stream of the evaluation's own delta_0 draws
 Progress = Callable[[int], None]
@@ -246,8 +251,8 @@ def defended_cell(ds: DefendedShard, cell: Cell, protocol: Protocol, ranks: Dist
         outcomes: dict[str, list] = {}
         attacks: list[str] = []
     else:
-        attacks = ["transfer"] if not cell.adaptive else [a.name for a in ds.config.spec.adaptive_attacks(
-            ds.config.settings)]
+        adaptive = ds.config.spec.adaptive_attacks(ds.config.settings) if cell.adaptive else []
+        attacks = [a.name for a in adaptive] + ["transfer"]
         outcomes = _attack(ds, cell, spec.loss, clean, scoring, protocol, ranks, progress)
     return _fields_and_samples(ds, cell, protocol, scoring, clean, attacks, outcomes)
 
@@ -272,15 +277,15 @@ def _attack(ds: DefendedShard, cell: Cell, loss: str, clean: dict[str, list], sc
         positions = [s.positions[r] for r in chunk]
         starts = sample_seeds(protocol.seed, positions)  # the undefended attack's random starts
         found: dict[str, list[_Outcome]] = {}
-        if not cell.adaptive:  # the attack sees the undefended classifier; the defence runs on its final iterate
-            x_adv = pgd(s.classifier, x, y, eps=cell.eps, step_size=step_size, steps=cell.steps, loss=loss,
-                        reduction=protocol.attack_reduction, sample_seeds=starts)
-            found["transfer"] = ds.predict(x_adv, positions)
         for a in adaptive:
             objective = a.objective(ds.model, resolve_loss(loss), settings, ds.reference)
             x_adv = eot_pgd(objective, x, y, eps=cell.eps, step_size=step_size, steps=cell.steps, draws=_draws(ds),
                             start_seeds=starts, draw_seeds=stream_seeds(protocol.seed, positions, f"eot:{a.name}"))
             found[a.name] = ds.predict(x_adv, positions)
+        # the attack on the undefended classifier, run to its final iterate; the defence runs on that image
+        x_adv = pgd(s.classifier, x, y, eps=cell.eps, step_size=step_size, steps=cell.steps, loss=loss,
+                    reduction=protocol.attack_reduction, sample_seeds=starts)
+        found["transfer"] = ds.predict(x_adv, positions)
         for i, p in enumerate(positions):
             mine[p] = {name: outs[i] for name, outs in found.items()}
         if progress:
@@ -288,62 +293,60 @@ def _attack(ds: DefendedShard, cell: Cell, loss: str, clean: dict[str, list], sc
     return _gathered(mine, ranks)
 
 
-def _fields_and_samples(ds: DefendedShard, cell: Cell, protocol: Protocol, scoring: str, clean: dict[str, list], attacks: list[str],
-                        outcomes: dict[int, dict[str, _Outcome]]) -> tuple[dict[str, Any], dict[str, list]]:
-    labels, n = clean["labels"], len(clean["labels"])
-    per_attack: dict[str, list[int]] = {a: [] for a in attacks}
+def _robust(scoring: str, clean_ok: int, preds: list[int], label: int) -> int:
+    """Robust: every prediction right (and, under worst-case scoring, the clean one too)."""
+    return int((scoring == "final" or bool(clean_ok)) and all(p == label for p in preds))
+
+
+def _fields_and_samples(ds: DefendedShard, cell: Cell, protocol: Protocol, scoring: str, clean: dict[str, list],
+                        attacks: list[str], outcomes: dict[int, dict[str, _Outcome]]
+                        ) -> tuple[dict[str, Any], dict[str, list]]:
+    """The card's fields and the per-sample lists of a defended cell (``attacks`` empty: the clean cell)."""
+    labels, n, attacked = clean["labels"], len(clean["labels"]), len(outcomes)
+    per_attack: dict[str, list[int]] = {a: [] for a in attacks}  # the defended prediction of each attack's output
     tau: dict[str, list] = {a: [] for a in attacks}
-    hit: dict[str, int] = {a: 0 for a in attacks}
-    adv_pred, robust = [], []
-    for p, t, c, cp in zip(clean["indices"], labels, clean["clean_correct"], clean["clean_pred"]):
+    for p, cp in zip(clean["indices"], clean["clean_pred"]):
         got = outcomes.get(p, {})  # not attacked (worst scoring, wrong when clean): its clean outcome stands
-        preds = [got[a].pred if a in got else cp for a in attacks]
-        for a, pred in zip(attacks, preds):
-            per_attack[a].append(pred)
+        for a in attacks:
+            per_attack[a].append(got[a].pred if a in got else cp)
             tau[a].append(_round(got[a].tau) if a in got else None)
-            hit[a] += int(a in got and got[a].counterattacked)
-        wrong = [pred for pred in preds if pred != t]
-        adv_pred.append(wrong[0] if wrong else (preds[-1] if preds else cp))
-        robust.append(int((scoring == "final" or bool(c)) and not wrong))
-    attacked = len(outcomes)
-    spec = ATTACKS[cell.attack]
-    info = spec.describe(ds.shard.num_classes)
+    candidates = [list(preds) for preds in zip(*per_attack.values())] if attacks else [[cp] for cp in
+                                                                                       clean["clean_pred"]]
+    robust = [_robust(scoring, c, preds, t) for c, preds, t in zip(clean["clean_correct"], candidates, labels)]
+    adv_pred = [next((p for p in preds if p != t), preds[-1]) for preds, t in zip(candidates, labels)]
+    spec, settings = ATTACKS[cell.attack], ds.config.settings
     attack = {"name": cell.attack, "id": cell.attack_id, "eps": cell.eps, "eps_255": cell.eps_255,
               "steps": cell.steps if spec.iterative else None, "scoring": scoring, "early_exit": False,
-              "adaptive": cell.adaptive, **info}
+              "adaptive": cell.adaptive, **spec.describe(ds.shard.num_classes)}
     if spec.iterative:
         attack.update(step_size=protocol.step_size / 255, step_size_255=protocol.step_size,
-                      reduction=protocol.attack_reduction if not cell.adaptive else "sum")
+                      reduction=protocol.attack_reduction)
+    if attacks:
+        attack["threat_model"] = THREAT_MODELS[cell.adaptive]
     if cell.adaptive:
-        adaptive = {a.name: a.description for a in ds.config.spec.adaptive_attacks(ds.config.settings)}
-        attack["adaptive_attacks"] = {name: {"description": adaptive[name], "eot_samples": _draws(ds)}
-                                      for name in attacks}
+        attack["adaptive_attacks"] = {**{a.name: {"description": a.description, "eot_samples": _draws(ds)}
+                                         for a in ds.config.spec.adaptive_attacks(settings)},
+                                      "transfer": {"description": TRANSFER}}
         attack["adaptive_settings"] = adaptive_settings()
-    elif attacks:
-        attack["threat_model"] = "non-adaptive: the attack sees the undefended classifier, the defence runs on its output"
-    cost = ds.config.spec.cost(ds.config.settings, ds.reference is not None)
-    defended = attacked * len(attacks) if attacks else n  # images this cell ran the defence on
+    cost = ds.config.spec.cost(settings, ds.reference is not None)
+    defended = attacked * len(attacks) if attacks else n  # the images this cell ran the defence on
+    hits = {a: sum(o[a].counterattacked for o in outcomes.values()) / max(attacked, 1) for a in attacks}
     fields: dict[str, Any] = {
         "attack": attack,
-        "defence": {**ds.config.describe(), "reference": ds.reference_info,
-                    "cost_per_image": cost,
-                    "counterattacked": {"clean": sum(clean["clean_counterattacked"]) / max(n, 1),
-                                        **{a: hit[a] / max(attacked, 1) for a in attacks}}},
+        "defence": {**ds.config.describe(), "reference": ds.reference_info, "cost_per_image": cost,
+                    "counterattacked": {"clean": sum(clean["clean_counterattacked"]) / max(n, 1), **hits}},
         "robust_correct": sum(robust), "robust_accuracy": sum(robust) / max(n, 1),
         "cost": {"samples_attacked": attacked,
-                 "gradient_steps": attacked * cell.steps * len(attacks) * (_draws(ds) if cell.adaptive else 1),
+                 "gradient_steps": attacked * cell.steps * sum(1 if a == "transfer" else _draws(ds) for a in attacks),
                  "images_defended": defended, "defence_forwards": cost["forwards"] * defended,
-                 "defence_backwards": cost["backwards"] * defended},
-    }
-    if cell.adaptive:
-        fields["robust_accuracy_by_attack"] = {
-            a: sum(int((scoring == "final" or bool(c)) and pred == t) for pred, t, c in
-                   zip(per_attack[a], labels, clean["clean_correct"])) / max(n, 1) for a in attacks}
+                 "defence_backwards": cost["backwards"] * defended}}
     samples = {**clean, "adv_pred": adv_pred, "robust_correct": robust}
     if cell.adaptive:
-        for a in attacks:
-            samples[f"adv_pred_{a}"] = per_attack[a]
-            samples[f"adv_tau_{a}"] = tau[a]
+        fields["robust_accuracy_by_attack"] = {
+            a: sum(_robust(scoring, c, [p], t) for c, p, t in zip(clean["clean_correct"], per_attack[a], labels))
+            / max(n, 1) for a in attacks}
+        samples.update({f"adv_pred_{a}": per_attack[a] for a in attacks})
+        samples.update({f"adv_tau_{a}": tau[a] for a in attacks})
     elif attacks:
         samples["adv_tau"] = tau["transfer"]
     return fields, samples

@@ -2,7 +2,9 @@
 
 Writes into ``--out`` (default ``RESULTS_DIR/report``): ``report.md`` (every table, the flags, failed cells),
 ``table_<attack>_eps<k>.csv`` (wide), ``results.csv`` (one row per card) and the plots of
-:mod:`pmgaft.evaluation.plots`. The Markdown tables and the flags are also printed.
+:mod:`pmgaft.evaluation.plots`. The Markdown tables and the flags are also printed. Cards of a test-time defence
+(``pmgaft eval --defence``) go into their own tables (:mod:`pmgaft.evaluation.defence_table`) and
+``defences.csv``; the other tables, ``results.csv`` and the plots hold the undefended cards.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation import defence_table
 from pmgaft.evaluation.checks import find_suspicious
-from pmgaft.evaluation.results import load_results
+from pmgaft.evaluation.results import defence_id, load_results
 from pmgaft.evaluation.tables import build_tables, long_csv, to_csv, to_markdown
 from pmgaft.utils import atomic_write_text
 
@@ -33,14 +36,22 @@ def build_report(cards: list[dict[str, Any]], title: str = "pmgaft results") -> 
     failed = [c for c in cards if "error" in c]
     notes = find_suspicious(cards)
     parts = [f"# {title}", "", f"{len(ok)} result(s), {len(failed)} failed cell(s).", ""]
-    parts += [to_markdown(t) for t in build_tables(cards)]
+    parts += [to_markdown(t) for t in build_tables(_undefended(cards))]
+    defended = defence_table.build_defence_tables(cards)
+    if defended:
+        parts += ["## Test-time defences", ""] + [defence_table.to_markdown(t) for t in defended]
     parts += ["## Suspicious results", ""]
     parts += [f"- WARNING: {n}" for n in notes] or ["None found."]
     if failed:
         parts += ["", "## Failed cells", ""]
         parts += [f"- {c['model']['label']} / {c['dataset']['name']} / {c['attack']['id']} "
-                  f"eps={c['attack']['eps_255']:g}/255: {c['error'].splitlines()[0][:300]}" for c in failed]
+                  f"eps={c['attack']['eps_255']:g}/255{f' [{defence_id(c)}]' if defence_id(c) else ''}: "
+                  f"{c['error'].splitlines()[0][:300]}" for c in failed]
     return "\n".join(parts) + "\n", notes
+
+
+def _undefended(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in cards if not defence_id(c)]
 
 
 def write_report(results: Path, out: Path, formats: tuple[str, ...] | list[str] = FORMATS) -> dict[str, Any]:
@@ -50,13 +61,16 @@ def write_report(results: Path, out: Path, formats: tuple[str, ...] | list[str] 
         raise PmgaftError(f"no result cards (*.json with schema pmgaft.result/1) under {results}: run "
                           f"`pmgaft eval --out {results} ...` first.")
     markdown, notes = build_report(cards, title=f"pmgaft results: {results}")
-    tables = build_tables(cards)
+    tables = build_tables(_undefended(cards))
+    defended = defence_table.build_defence_tables(cards)
     files: list[Path] = []
     if "md" in formats:
         files.append(atomic_write_text(out / "report.md", markdown))
     if "csv" in formats:
-        files.append(atomic_write_text(out / "results.csv", long_csv(cards)))
+        files.append(atomic_write_text(out / "results.csv", long_csv(_undefended(cards))))
         files += [atomic_write_text(out / f"table_{t.key[0]}_eps{t.key[1]:g}.csv", to_csv(t)) for t in tables]
+        if defended:
+            files.append(atomic_write_text(out / "defences.csv", defence_table.to_csv(defended)))
     if "png" in formats:
         from pmgaft.evaluation.plots import make_plots
 
