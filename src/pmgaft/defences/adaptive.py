@@ -10,6 +10,9 @@ ICML 2018); each draw is keyed by the sample's seed, the step and the draw index
   X' + sum_k w_k delta_k(X'), differentiated through every counterattack step (second order: the steps are
   gradients themselves). sign(.) gets a straight-through backward (g / mean|g|); the gate's decision is held
   fixed in the backward pass (BPDA: its derivative is zero almost everywhere).
+* ``bpda`` -- the defence as the identity in the backward pass (BPDA, Athalye et al.): the loss on the defended
+  image, differentiated as if X' + delta(X') moved with X'. First order only; at large eps, where the unrolled
+  gradient is less reliable, it is often the stronger of the two (worst case over both).
 * ``tau`` -- tau-evasion: the loss on X' + delta_0 (what TTC outputs when tau >= tau_thres) plus a bonus
   ``TAU_WEIGHT x min(tau / tau_thres, TAU_MARGIN)`` that pushes tau above the threshold, so the defence falls
   back to noise; tau is computed as the defence computes it (the original tower on a fine-tuned model).
@@ -86,6 +89,16 @@ def _end_to_end(model: Any, loss_fn: AttackLoss, settings: dict[str, Any],
     return objective
 
 
+def _identity_backward(model: Any, loss_fn: AttackLoss, settings: dict[str, Any],
+                       reference: ImageEncoder | None) -> Objective:
+    def objective(x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        anchor = x.detach()
+        defended = defend(model, anchor, _noise(anchor, settings, seeds), reference=reference,
+                          **{**DEFAULTS, **settings}).images
+        return loss_fn(model(x + (defended - anchor).detach()), y)  # value: the defended image; gradient: identity
+    return objective
+
+
 def _tau_evasion(model: Any, loss_fn: AttackLoss, settings: dict[str, Any],
                  reference: ImageEncoder | None) -> Objective:
     encoder = reference if reference is not None else model
@@ -101,6 +114,8 @@ def _tau_evasion(model: Any, loss_fn: AttackLoss, settings: dict[str, Any],
 TTC_ADAPTIVE: dict[str, AdaptiveAttack] = {a.name: a for a in (
     AdaptiveAttack("e2e", "end to end through the unrolled counterattack (straight-through sign, gate fixed), "
                    "EOT over delta_0", _end_to_end),
+    AdaptiveAttack("bpda", "the defended image, with the defence as the identity in the backward pass (BPDA), "
+                   "EOT over delta_0", _identity_backward, applies=lambda s: int(s.get("steps", 0)) > 0),
     AdaptiveAttack("tau", "tau-evasion: the loss on X + delta_0 plus a bonus pushing tau above the threshold, "
                    "EOT over delta_0", _tau_evasion,
                    applies=lambda s: int(s.get("steps", 0)) > 0 and s["eps"] > 0),  # else the gate decides nothing
