@@ -25,7 +25,11 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
     comp_tga     2k + 7     as tga_zsr (its complementary map reuses the same tokens)
     pgd (eval)   2k         k x (forward + input-only backward)
     clean        1          no-grad forward
+    ttc          2N + 2     TTC with N steps: f(X), N x (forward + input-only backward), the prediction
+    random-noise 1          the prediction on X + noise
     ===========  =========  ==========================================================================
+
+(The adaptive attacks on TTC differentiate through its steps, a second-order cost that is not counted.)
 
 (FARE's implementation computes ``original(x)`` twice, in its attack and in its loss: 2k + 5 executed.)
 """
@@ -62,6 +66,8 @@ FORWARD_EQUIVALENTS: dict[str, ForwardCount] = {
     "comp_tga": ForwardCount(2, 7),
     "pgd": ForwardCount(2, 0),
     "clean": ForwardCount(0, 1),
+    "ttc": ForwardCount(2, 2),  # k = TTC's own steps
+    "random-noise": ForwardCount(0, 1),
 }
 
 
