@@ -72,6 +72,22 @@ def test_second_run_reuses_every_step(quickstart_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == before
 
 
+def test_quickstart_defence_table(quickstart_run, capsys):
+    """--defence ttc: the cached models, attacked ignoring TTC and through it, in one table and one sentence."""
+    out, argv = quickstart_run
+    assert main([*argv, "--defence", "ttc", "--defence-samples", "20", "--eot-samples", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached:") == 3
+    assert "under ttc (eps 32/255, step_size 8/255, steps 2, beta 2, tau_thres 0.2" in printed  # scaled: 4x eps, eps
+    assert re.search(r"On the held-out sets, ttc (lifts|does not lift) the original model's robust accuracy", printed)
+    cards = [json.loads(p.read_text()) for p in (out / "results-ttc").rglob("*_ttc*.json")
+             if not p.name.endswith(".samples.json")]
+    assert len(cards) == 3 * 3 * 3 and not any("error" in c for c in cards)  # 3 models x 3 sets x 3 defended cells
+    tuned = next(c for c in cards if c["model"]["label"] == "tecoa")
+    assert tuned["defence"]["reference"]["source"] == "recorded in the checkpoint (its starting weights)"
+    assert (out / "report-ttc" / "defences.csv").is_file()
+
+
 def test_missing_fashion_mnist_offline_names_the_apt_command(tmp_path, monkeypatch, capsys):
     from pmgaft.data import offline
 
