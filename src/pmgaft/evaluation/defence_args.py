@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="original CLIP weights for the tau of fine-tuned checkpoints (default: --pretrained, else "
                         "the starting weights a pmgaft checkpoint records)")
     d.add_argument("--eot-samples", type=int, default=4, metavar="N",
-                   help="noise draws averaged per step of each adaptive attack (EOT; default: 4)")
+                   help="noise draws averaged per step of each adaptive attack (EOT; default: %(default)s)")
 
 
 def resolve_defence(args: argparse.Namespace) -> DefenceConfig | None:

@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of pre-training, fine-tuning and evaluation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     defence_args.add_arguments(parser)
+    parser.set_defaults(eot_samples=2)  # the quickstart's budget: 2 noise draws per adaptive step
     parser.add_argument("--defence-samples", type=int, default=200,
                         help="test images per dataset for the --defence evaluation (0: full test sets; default: "
                              "200, the adaptive attacks differentiate through the defence)")
