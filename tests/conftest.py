@@ -1,15 +1,19 @@
 """Shared fixtures: tiny CLIP models, the real CIFAR-10 ResNet-18 shipped by pyautoattack, real images."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Keep every test's caches out of the user's home, before pmgaft reads the variable.
-os.environ.setdefault("PMGAFT_CACHE", tempfile.mkdtemp(prefix="pmgaft-test-cache-"))
+# Keep every test's caches out of the user's home, before pmgaft reads the variable; removed when pytest exits.
+if "PMGAFT_CACHE" not in os.environ:
+    os.environ["PMGAFT_CACHE"] = tempfile.mkdtemp(prefix="pmgaft-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PMGAFT_CACHE"], ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

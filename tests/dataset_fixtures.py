@@ -265,6 +265,16 @@ def caltech256(root: Path) -> Fixture:
     return _folders(root / "caltech256" / "256_ObjectCategories", files, ["ak47", "american-flag", "backpack"])
 
 
+def country211(root: Path) -> Fixture:
+    """torchvision's Country211 layout: an ImageFolder per split (``valid`` on disk), class folders = ISO codes."""
+    codes, d = ["AD", "FR", "XK"], root / "country211"  # sorted, as ImageFolder orders them
+    splits = {"train": [0, 1, 2, 2], "val": [0, 1, 2], "test": [2, 0, 1, 1]}
+    for split, labels in splits.items():
+        for i, t in enumerate(labels):
+            save(d / ("valid" if split == "val" else split) / codes[t] / f"{i:06d}.jpg", t)
+    return Fixture(codes, {s: sorted(labels) for s, labels in splits.items()})
+
+
 def _idx(path: Path, array: np.ndarray) -> None:
     header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
@@ -284,7 +294,7 @@ FIXTURES: dict[str, Callable[[Path], Fixture]] = {
     "tinyimagenet": tinyimagenet, "cifar10": cifar10, "cifar100": cifar100, "stl10": stl10, "sun397": sun397,
     "food101": food101, "oxford_pets": oxford_pets, "flowers102": flowers102, "dtd": dtd, "eurosat": eurosat,
     "fgvc_aircraft": fgvc_aircraft, "imagenet": imagenet, "caltech101": caltech101, "caltech256": caltech256,
-    "stanford_cars": stanford_cars, "pcam": pcam, "fashion_mnist": fashion_mnist,
+    "stanford_cars": stanford_cars, "pcam": pcam, "country211": country211, "fashion_mnist": fashion_mnist,
 }
 
 # the bundled offline sets are tested on their real data: expected size per split

@@ -43,6 +43,31 @@ def openai_micro(seed: int = 0) -> torch.nn.Module:
     return model
 
 
+# OpenAI's released architectures at their real shapes (``clip/model.py`` CLIP(...) arguments)
+REAL_SHAPES: dict[str, dict[str, int]] = {
+    "ViT-B-32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    "ViT-B-16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    "ViT-L-14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
+                     context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12,
+                     transformer_layers=12),  # ~428 M parameters, 1.7 GB in fp32
+}
+
+
+def openai_real_size(name: str, seed: int = 0) -> torch.nn.Module:
+    """OpenAI's CLIP code at the real shapes of ``name`` with random weights (perturbed like
+    :func:`openai_micro`), fp32, eval mode, no gradients."""
+    torch.manual_seed(seed)
+    model = openai_model_module().CLIP(**REAL_SHAPES[name]).float().eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.02)
+    return model
+
+
 def register_micro_config(tmp: Path) -> str:
     import open_clip
 

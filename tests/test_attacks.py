@@ -261,3 +261,29 @@ def test_tga_zsr_apgd_variant_runs_ce_and_dlr():
     x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 5, (6,))
     x_adv, info = ATTACKS["apgd-ce-dlr"](model, x, y, eps=4 / 255, step_size=0, steps=0, seed=0)
     assert info["attacks"] == ["apgd-ce", "apgd-dlr"] and (x_adv - x).abs().max() <= 4 / 255 + 1e-6
+
+
+def test_every_attack_says_what_it_costs_as_pyautoattack_runs_it():
+    """The passes per image ``pmgaft reproduce`` estimates with: every registered attack gives them, and
+    AutoAttack's stage settings are those pyautoattack sets for the version (one restart each)."""
+    from pyautoattack import AutoAttack
+
+    from pmgaft.attacks.autoattack import APGD_SETTINGS, SQUARE_QUERIES, TARGETED_ITERATIONS, autoattack_passes
+
+    for name, spec in ATTACKS.items():
+        assert spec.passes is not None, name
+        assert all(p.gradients >= 0 and p.forwards >= 0 for p in spec.passes(7, 10)), name
+    assert [p.gradients for p in ATTACKS["pgd"].passes(7, 10)] == [7] and ATTACKS["none"].passes(7, 10) == ()
+    for version in ("standard", "rand"):
+        aa = AutoAttack(nn.Identity(), version=version, eps=1 / 255)
+        assert (aa.apgd.n_iter, aa.apgd.eot_iter, aa.apgd.n_restarts) == (
+            APGD_SETTINGS[version]["n_iter"], APGD_SETTINGS[version]["eot_iter"], 1)
+    aa = AutoAttack(nn.Identity(), version="standard", eps=1 / 255)
+    assert (aa.apgd_targeted.n_iter, aa.apgd_targeted.n_restarts, aa.apgd_targeted.n_target_classes) == (
+        TARGETED_ITERATIONS, 1, 9)
+    assert (aa.fab.n_iter, aa.fab.n_restarts, aa.fab.n_target_classes) == (TARGETED_ITERATIONS, 1, 9)
+    assert (aa.square.n_queries, aa.square.n_restarts) == (SQUARE_QUERIES, 1)
+    stages = autoattack_passes(1000, "standard")  # APGD-CE, APGD-T, FAB-T, Square
+    assert [(p.gradients, p.forwards) for p in stages] == [(100, 0), (900, 0), (900, 900), (0, 5000)]
+    with pytest.raises(PmgaftError, match="no cost model for AutoAttack version 'plus'"):
+        autoattack_passes(10, "plus")

@@ -104,6 +104,51 @@ def test_reproduce_costs_its_plan_from_the_bench_json(bench_json, tmp_path, caps
     assert "no training step for 'fare'" in capsys.readouterr().err
 
 
+def test_data_loading_per_worker_on_imagenet_train(tmp_path, capsys):
+    """ImageNet train (torchvision's layout) through AGFT's training transform, per worker count; the fastest
+    count is what ``pmgaft reproduce`` costs data loading with."""
+    from training_fixtures import imagenet_train
+
+    root = imagenet_train(tmp_path / "data")  # 3 classes x 4 images, sorted by class on disk
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--what", "data", "--dataset", "imagenet", "--data-root", str(root), "--data-split",
+                 "train", "--data-transform", "train224", "--workers", "0", "2", "--data-images", "6",
+                 "--batch-size", "2", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    m = json.loads(out.read_text())["measurements"]
+    assert set(m) == {"data:w0", "data:w2"}
+    for workers in (0, 2):
+        r = m[f"data:w{workers}"]
+        assert (r["workers"], r["images"], r["split"], r["transform"]) == (workers, 6, "train", "train224")
+        rate = 6 / (r["seconds_per_image"] * 6)
+        assert r["images_per_s_per_worker"] == pytest.approx(rate / max(workers, 1))
+        assert f"data imagenet train (train224): {workers} worker(s) " in text
+    assert per_image_costs({"measurements": {"pgd": {"step_seconds": 1, "batch_size": 1, "steps": 1},
+                                             "clean": {"step_seconds": 1, "batch_size": 1}, **m}}).data == \
+        min(r["seconds_per_image"] for r in m.values())
+    assert main(["bench", "--what", "data", "--dataset", "imagenet", "--data-root", str(root), "--workers",
+                 "-1"]) == 2
+    assert "--workers takes one or more counts >= 0" in capsys.readouterr().err
+
+
+def test_workers_needed_takes_a_measured_count_that_keeps_up_else_extrapolates_the_largest():
+    """Per-worker throughput falls as workers are added: 2 workers at 100 images/s each, 8 at 50 each. A step
+    of 300 images/s needs the measured 8 (400/s), not ceil(300 / 100) = 3; beyond every count, the largest
+    count's rate per worker extrapolates."""
+    from pmgaft.bench.results import Measurement
+    from pmgaft.bench.runner import workers_needed
+
+    def data(workers: int, per_worker: float) -> Measurement:
+        return Measurement("data", 1, 1.0, [], [], 0.0, [], 0.0, extra={
+            "workers": workers, "images_per_s_per_worker": per_worker,
+            "seconds_per_image": 1 / (workers * per_worker)})
+
+    measured = [data(8, 50.0), data(2, 100.0)]
+    assert workers_needed(300.0, measured) == (8, "measured: 400.0 images/s")
+    assert workers_needed(200.0, measured) == (2, "measured: 200.0 images/s")
+    assert workers_needed(1000.0, measured) == (20, "extrapolated from 8 workers' 50.0 images/s each")
+
+
 @pytest.mark.parametrize("model", ["pmgaft-micro", "pmgaft-tiny"])
 def test_tower_flops_formula_matches_the_flop_counter(model):
     loaded = load_clip(model)

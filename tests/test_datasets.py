@@ -216,6 +216,12 @@ PRESET_CASES = [  # (dataset, preset, image_size, description, output side for t
     ("sun397", "tga-zsr", 224, R_C, 224), ("digits", "tga-zsr", 32, "Resize((32, 32), bilinear)", 32),
     ("digits", "official", 224, "native 8x8", None), ("mnist", "clip", 224, "native 28x28", None),
     ("foolbox_imagenet", "tga-zsr", 224, R_C, 224), ("tinyimagenet", "train", 224, R_C, 224),
+    ("cifar10", "agft", 224, "native 32x32", None), ("stl10", "agft", 224, "native 96x96", None),
+    ("pcam", "agft", 224, "Resize(224, bilinear) + CenterCrop(224)", 224),
+    ("food101", "agft", 224, "Resize(224, bilinear) + CenterCrop(224)", 224), ("cifar10", "ttc", 224, R_C, 224),
+    ("stl10", "ttc", 224, R_C, 224), ("country211", "ttc", 224, R_C, 224), ("digits", "ttc", 224, R_C, 224),
+    ("imagenet", "train224", 224, "Resize(224, bilinear) + CenterCrop(224)", 224),  # AGFT's utils.py
+    ("cifar10", "train224", 224, "native 32x32", None),
 ]
 
 
@@ -239,6 +245,10 @@ def test_reference_transforms_equal_the_reference_torchvision_calls() -> None:
     assert torch.equal(make_transform(DATASETS["food101"], "tga-zsr")(real), r_c(real))
     assert torch.equal(make_transform(DATASETS["food101"], "official")(real), r_c(real))
     assert torch.equal(make_transform(DATASETS["cifar10"], "official")(small), T.ToTensor()(small))
+    r_c_224 = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])  # AGFT's utils.py val_transform
+    assert torch.equal(make_transform(DATASETS["food101"], "agft")(real), r_c_224(real))
+    assert torch.equal(make_transform(DATASETS["cifar10"], "agft")(small), T.ToTensor()(small))
+    assert torch.equal(make_transform(DATASETS["cifar10"], "ttc")(small), r_c(small))  # TTC's preprocess224
 
 
 def test_transform_identity() -> None:
@@ -255,7 +265,7 @@ def test_transform_identity() -> None:
 
 # --- standard sizes, the whole-set split, select ------------------------------------------------------------
 
-# PROTOCOLS.md §A: the images each set is scored on by the reference protocols (split, count)
+# docs/protocols.md: the images each set is scored on by the reference protocols (split, count)
 REFERENCE_COUNTS = {
     "tinyimagenet": ("test", 10_000), "cifar10": ("test", 10_000), "cifar100": ("test", 10_000),
     "stl10": ("test", 8_000), "sun397": ("all", 108_754), "food101": ("test", 25_250),

@@ -1,5 +1,5 @@
 """Every registered method: loss terms where theory pins them, one SGD step lowers the loss, frozen original;
-the text-guided attention maps of TGA-ZSR and Comp-TGA against a hand-written computation of PROTOCOLS.md §A."""
+the text-guided attention maps of TGA-ZSR and Comp-TGA against a hand-written computation of docs/protocols.md."""
 from __future__ import annotations
 
 import copy
@@ -154,7 +154,7 @@ def test_attack_reduction_config_key() -> None:
 
 
 def test_mean_reduction_is_the_released_arithmetic(micro_clip) -> None:
-    """Batch-mean CE on raw-cosine logits under fp16 autocast underflows (PAPER.md, "Known flaw"): fewer pixels
+    """Batch-mean CE on raw-cosine logits under fp16 autocast underflows (docs/protocols.md): fewer pixels
     move than with pmgaft's summed objective. At fp32 the two take exactly the same sign steps."""
     model, tokenizer = micro_clip
     target = ZeroShotClassifier.build(model, tokenizer, [f"class {i}" for i in range(10)], ["a photo of a {}"],
@@ -177,7 +177,7 @@ def test_mean_reduction_is_the_released_arithmetic(micro_clip) -> None:
 
 
 def _handwritten_tokens(clip: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """PROTOCOLS.md §A's tokens, written out: all 1 + N output tokens after ln_post and the projection."""
+    """docs/protocols.md's tokens, written out: all 1 + N output tokens after ln_post and the projection."""
     v = clip.visual
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -264,3 +264,80 @@ def test_attention_maps_live_on_the_model_input_grid(models, monkeypatch, name: 
     small = F.interpolate(x, size=16)
     method.losses(target, original, small, small, y)
     assert sizes and all(s == (target.image_size, target.image_size) for s in sizes)
+
+
+def _soft_ce(target, x: torch.Tensor, teacher: torch.Tensor, scale: float = 180.0) -> torch.Tensor:
+    """AGFT's objective per image [B], written out: -sum_c p_T,c log softmax(s * cos(f(x), t))_c."""
+    cos = F.normalize(target.image_features(x), dim=-1) @ target.text_embeddings.T
+    return -(teacher * (scale * cos).log_softmax(-1)).sum(-1)
+
+
+def test_agft_defaults_are_the_paper_run_and_bad_settings_fail() -> None:
+    from pmgaft.training.config import resolve_config
+
+    method = build_method(_config("agft"))
+    assert (method.scale, method.ratio) == (180.0, 0.4)
+    config = resolve_config({"method": "agft"})
+    assert (config.agft_scale, config.agft_ratio, config.lr, config.logit_scale) == (180.0, 0.4, 4e-4, "model")
+    assert resolve_config({"method": "tecoa"}).agft_scale is None  # other methods do not carry it
+    assert build_method(resolve_config({"method": "agft", "agft_scale": 100, "agft_ratio": 1.0})).hparams() == \
+        {"agft_scale": 100.0, "agft_ratio": 1.0}  # the released code's command-line defaults
+    for values in ({"agft_scale": 0.0}, {"agft_ratio": -0.4}, {"agft_scale": float("inf")}):
+        with pytest.raises(PmgaftError, match="agft_scale|agft_ratio"):
+            resolve_config({"method": "agft", **values})
+
+
+def test_agft_attack_ascends_the_soft_target_ce_without_labels(models) -> None:
+    target, original, x, y = models
+    method = build_method(_config("agft"))
+    teacher = (72 * F.normalize(original.image_features(x), dim=-1) @ original.text_embeddings.T).softmax(-1)
+    plain = AttackSettings(eps=8 / 255, step_size=2 / 255, steps=3, random_start=False)
+    x_adv = method.attack(target, original, x, y, plain)
+    assert (x_adv - x).abs().max() <= plain.eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        assert (_soft_ce(target, x_adv, teacher) > _soft_ce(target, x, teacher)).all()
+    # no hard labels anywhere: other labels, the same adversary (bit for bit, same random starts)
+    seeds = sample_seeds(3, range(len(x)))
+    a = method.attack(target, original, x, y, AttackSettings(), seeds)
+    b = method.attack(target, original, x, y[torch.randperm(len(y))].flip(0), AttackSettings(), seeds)
+    assert torch.equal(a, b)
+    # per-sample random starts and gradients: an image's adversary does not depend on the rest of its batch
+    c = method.attack(target, original, x[1:3], y[1:3], AttackSettings(), seeds[1:3])
+    torch.testing.assert_close(c, a[1:3], rtol=0, atol=1e-6)
+
+
+def test_agft_step_is_the_hand_computed_sgd_update() -> None:
+    """One ``train_step`` of ``agft`` against a hand-written PGD-2 on the soft target and a hand-written SGD step."""
+    from pmgaft.bench.harness import build_harness
+    from pmgaft.bench.train import build_step_context
+    from pmgaft.training.step import attack_seeds, train_step
+
+    harness = build_harness("pmgaft-micro", classes=4, device=torch.device("cpu"))
+    ctx = build_step_context(harness, "agft", attack_steps=2)
+    lr, eps = 0.1, 1 / 255
+    ctx.optimizer.param_groups[0]["lr"] = lr
+    x, y = harness.batch(3, seed=5)
+    target, original = ctx.target, ctx.original
+    before = {n: p.detach().clone() for n, p in target.clip.visual.named_parameters()}
+    with torch.no_grad():
+        teacher = (0.4 * 180 * F.normalize(original.image_features(x), dim=-1) @ original.text_embeddings.T
+                   ).softmax(-1)
+    # the adversary: a uniform start from each image's own seed, two sign steps on the summed soft CE
+    delta = torch.stack([(2 * torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) - 1) * eps
+                         for s in attack_seeds(ctx.seed, 1, torch.arange(3))])
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(2):
+        delta.requires_grad_(True)
+        (grad,) = torch.autograd.grad(_soft_ce(target, x + delta, teacher).sum(), delta)
+        delta = ((x + (delta.detach() + eps * grad.sign()).clamp(-eps, eps)).clamp(0, 1) - x).detach()
+    loss = _soft_ce(target, x + delta, teacher).mean()
+    grads = torch.autograd.grad(loss, list(target.clip.visual.parameters()))
+    expected = {n: before[n] - lr * g for (n, _), g in zip(target.clip.visual.named_parameters(), grads)}
+
+    result = train_step(ctx, 1, [(x, y, torch.arange(3))])
+    assert result.finite and result.terms["total"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    assert set(result.terms) == {"soft_ce", "total"}
+    for name, p in target.clip.visual.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[name], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(p, before[n]) for n, p in target.clip.visual.named_parameters())
+    assert all(p.grad is None for p in original.parameters())

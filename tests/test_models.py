@@ -138,6 +138,11 @@ def test_state_dict_hash_sees_names_shapes_dtypes_and_values():
     assert state_dict_hash({"w": w.view(2, 3).double()}) != base
     assert state_dict_hash({"v": w.view(2, 3)}) != base
     assert state_dict_hash({"w": (w + 1).view(2, 3)}) != base
+    # the digest is a stable format (result cards and caches keep it): name, shape and dtype, then the raw bytes
+    import hashlib
+
+    assert base == hashlib.sha256(b"w:(2, 3):torch.float32" + w.numpy().tobytes()).hexdigest()
+    assert state_dict_hash({"w": w.view(2, 3).t()}) == state_dict_hash({"w": w.view(2, 3).t().contiguous()})
 
 
 def test_atomic_writes_get_normal_file_permissions(tmp_path):

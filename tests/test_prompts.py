@@ -30,9 +30,11 @@ NUM_CLASSES = {
     "flowers102": 102, "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "imagenet": 1000,
     "caltech101": 101,  # torchvision drops BACKGROUND_Google
     "caltech256": 257,  # includes 257.clutter
-    "stanford_cars": 196, "pcam": 2, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10, "digits": 10,
+    "stanford_cars": 196, "pcam": 2, "country211": 211, "tinyimagenet": 200, "fashion_mnist": 10, "mnist": 10,
+    "digits": 10,
 }
 VERBATIM = {"eurosat", "pcam"}  # paper style uses the released code's own strings
+RELABELLED = {("agft", "caltech101"): 100, ("ttc", "imagenet"): 999}  # styles scoring fewer classes than the data
 
 
 def test_registry_covers_the_dataset_keys():
@@ -46,7 +48,10 @@ def test_registry_covers_the_dataset_keys():
 def test_every_dataset_and_style(dataset, style):
     p = get_prompts(dataset, style)
     assert p.dataset == dataset and p.style == style
-    assert p.num_classes == NUM_CLASSES[resolve_dataset(dataset)]
+    key = resolve_dataset(dataset)
+    assert p.num_raw_classes == NUM_CLASSES[key]
+    assert p.num_classes == RELABELLED.get((style, key), NUM_CLASSES[key])
+    assert (p.label_map is None) == ((style, key) not in RELABELLED) and bool(p.label_note) == (p.label_map is not None)
     assert p.templates and all(t.count("{}") == 1 and "{c}" not in t for t in p.templates)
     assert all(isinstance(c, str) and c and c == c.strip() for c in p.classnames)
     texts = p.texts()
@@ -54,7 +59,9 @@ def test_every_dataset_and_style(dataset, style):
     assert "{}" not in texts[0][0] and p.classnames[0] in texts[0][0]
     assert json.loads(json.dumps(p.to_dict())) == {"dataset": dataset, "style": style,
                                                    "classnames": p.classnames, "templates": p.templates,
-                                                   "names_source": p.names_source}
+                                                   "names_source": p.names_source,
+                                                   **({"label_map": p.label_map, "label_note": p.label_note}
+                                                      if p.label_map is not None else {})}
     assert p.names_source and "\n" not in p.names_source
     if style in ("paper", "train"):
         assert not any("_" in c for c in p.classnames)
@@ -107,7 +114,7 @@ def test_caltech101_drops_clip_benchmarks_background_class():
     assert len(cb) == 102 and cb[0] == "background"
     assert curated_classnames("caltech101") == cb[1:]
     assert curated_classnames("caltech101")[:2] == ["off-center face", "centered face"]  # Faces, Faces_easy
-    # the paper style uses the raw folder names instead (§A); they are aligned with clip-benchmark's list
+    # the paper style uses the raw folder names instead (tga-zsr); they are aligned with clip-benchmark's list
     raw = data_json("paper")["datasets"]["caltech101"]["raw_classnames"]
     assert raw == sorted(raw) and len(raw) == 101 and "BACKGROUND_Google" not in raw
     assert [r for r, c in zip(raw, cb[1:]) if r.lower().replace("_", " ") == c.lower()][:3] == ["accordion", "anchor",
@@ -216,6 +223,33 @@ def test_folder_dataset_uses_raw_names_and_generic_templates():
     assert get_prompts("my_set", "train", classnames=raw).classnames == paper.classnames
 
 
+def test_agft_train_style_is_agfts_imagenet_rule():
+    """AGFT's clip_dataset.py: reference name of each wnid, '_' and '-' as spaces, case kept, with a full stop."""
+    p = get_prompts("imagenet", "agft_train")
+    assert p.templates == ["This is a photo of a {}."] and "imagenet_classes_names.txt" in p.names_source
+    wnids = sorted(data_json("imagenet_reference_names")["names"])
+    expected = {"n01440764": "tench", "n01629819": "European fire salamander", "n02124075": "Egyptian cat",
+                "n02085782": "Japanese spaniel", "n03444034": "go kart", "n03590841": "jack o' lantern",
+                "n02012849": "crane", "n03126707": "crane"}
+    assert {w: p.classnames[wnids.index(w)] for w in expected} == expected
+    assert p.texts()[wnids.index("n02124075")] == ["This is a photo of a Egyptian cat."]
+    train = get_prompts("imagenet", "train")  # the TeCoA lineage lower-cases and has no full stop
+    assert train.classnames[wnids.index("n02124075")] == "egyptian cat" and train.templates[0][-1] == "}"
+
+
+def test_folder_of_imagenet_wnids_gets_imagenet_names():
+    """ImageNet train as an ImageFolder (wnid folders) is named like the registered set, in every style."""
+    wnids = ["n01443537", "n02124075"]
+    for style in PROMPT_STYLES:
+        folder = get_prompts("folder:/data/imagenet/train", style, classnames=wnids)
+        whole = get_prompts("imagenet", style)
+        positions = [sorted(data_json("imagenet_reference_names")["names"]).index(w) for w in wnids]
+        assert folder.classnames == [whole.classnames[i] for i in positions], style
+        assert folder.templates == whole.templates and "2 ImageNet wnid class folders" in folder.names_source
+    # not every folder is a wnid: the raw-name rule
+    assert get_prompts("folder:/x", "paper", classnames=["n01443537", "cat"]).classnames == ["n01443537", "cat"]
+
+
 def test_registered_dataset_with_raw_names_of_the_right_length_uses_curated_names():
     raw = ["apple", "aquarium_fish"] + [f"c{i}" for i in range(98)]
     assert get_prompts("cifar100", classnames=raw).classnames[1] == "aquarium fish"
@@ -274,7 +308,7 @@ def test_clip_benchmark_python_code_is_never_imported(monkeypatch):
     assert not [m for m in sys.modules if m.split(".")[0] == "clip_benchmark"]
 
 
-# --- the reference (PROTOCOLS.md §A) names and prompts --------------------------------------------------------
+# --- the reference (docs/protocols.md) names and prompts ------------------------------------------------------------
 
 def _refine(name: str) -> str:
     return name.lower().replace("_", " ").replace("-", " ").replace("/", " ")
@@ -363,3 +397,14 @@ def test_reference_prompts_from_the_loaders_classes(dataset, attribute, expected
     if len(raw) == NUM_CLASSES[dataset]:
         full = get_prompts(dataset, "paper", classnames=ds.classes)
         assert {label: full.texts()[label][0] for label in expected} == expected
+
+
+def test_folder_of_imagenet_wnids_follows_the_styles_label_map():
+    """TTC scores 999-class ImageNet: a wnid folder holding the dropped 'maillot' n03710637 drops it as well."""
+    wnids = ["n01443537", "n03710637", "n04599235"]
+    folder = get_prompts("folder:/data/imagenet/train", "ttc", classnames=wnids)
+    whole = get_prompts("imagenet", "ttc")
+    order = sorted(data_json("imagenet_reference_names")["names"])
+    assert folder.label_map == [0, None, 1] and "n03710637" in whole.label_note + folder.label_note
+    assert folder.classnames == [whole.classnames[whole.label_map[order.index(w)]] for w in (wnids[0], wnids[2])]
+    assert get_prompts("folder:/x", "paper", classnames=wnids).label_map is None  # paper keeps all 1000

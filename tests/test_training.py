@@ -18,7 +18,7 @@ from pmgaft.training.data import BatchPlan
 from pmgaft.training.optim import warmup_cosine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_fixtures import tiny_imagenet  # noqa: E402
+from training_fixtures import WNIDS, imagenet_train, tiny_imagenet  # noqa: E402
 
 TRAINABLE = [name for name, cls in METHODS.items() if cls.trainable]
 
@@ -70,6 +70,74 @@ def test_train_end_to_end(data_root: Path, tmp_path: Path, method: str, recipe: 
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad(), stock_kernels([model.visual]):  # open_clip's own layers: bit-identical
         assert torch.equal(plain.eval().encode_image(x), model.encode_image(x))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_agft_checkpoint_is_evaluated_at_clip_scale_not_its_training_scale(data_root: Path, tmp_path: Path) -> None:
+    """AGFT's s = 180 is a training-only setting: the checkpoint records the run's logit_scale ('model', CLIP's
+    100) for evaluation, and keeps s only as provenance."""
+    from pmgaft.evaluation.grid import logits_setup
+    from pmgaft.evaluation.protocols import PROTOCOLS
+    from pmgaft.models import checkpoint_record
+
+    out = tmp_path / "run"
+    assert main(_argv(data_root, out, "--method", "agft", "--max-steps", "2")) == 0
+    meta = read_metadata(out / "last.safetensors")
+    assert meta["pmgaft_logit_scale"] == "model" and meta["pmgaft_method"] == "agft"
+    assert json.loads(meta["pmgaft_config"])["agft_scale"] == 180.0
+    record = checkpoint_record(out / "last.safetensors")
+    assert record.logit_scale == "model" and load_clip(None, out / "last.safetensors").logit_scale == "model"
+    own_scale = [p for p in PROTOCOLS.values() if p.logit_scale is None]
+    assert own_scale
+    for protocol in own_scale:  # protocols that use each model's own scale: CLIP's, never 180
+        assert logits_setup(protocol, record)["logit_scale"] == "model"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any(r["split"] == "train" and "soft_ce" in r for r in log)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_agft_on_the_imagenet_layout_streams_images_and_names_wnids(tmp_path: Path, monkeypatch) -> None:
+    """ImageNet train (torchvision's layout, or an ImageFolder of its wnid folders) streams through the loader:
+    a run decodes only the images of the steps it runs, also through worker processes; AGFT's prompts name the
+    wnids by the reference ImageNet list whichever way the data comes."""
+    from pmgaft.data import base
+
+    root = imagenet_train(tmp_path / "data")  # 3 classes x 4 images
+    paper_run = ("--method", "agft", "--dataset", "imagenet", "--transform", "train224", "--prompt-style",
+                 "agft_train", "--val-size", "0", "--max-steps", "2")
+    decoded = []
+    real = base.load_image
+    monkeypatch.setattr(base, "load_image", lambda path: decoded.append(path) or real(path))
+    assert main(_argv(root, tmp_path / "run", *paper_run)) == 0
+    assert len(decoded) == 2 * 4 and len(set(decoded)) == 8  # two steps of batch 4, nothing decoded ahead
+    prompts = json.loads((tmp_path / "run" / "prompts.json").read_text())
+    names = ["goldfish", "European fire salamander", "Egyptian cat"]  # WNIDS, sorted
+    assert prompts == {"classnames": names, "templates": ["This is a photo of a {}."]}
+    monkeypatch.undo()
+    folder = ("--dataset", f"folder:{root / 'imagenet' / 'train'}", "--num-workers", "2")
+    assert main(_argv(root, tmp_path / "folder", *paper_run, *folder)) == 0
+    assert json.loads((tmp_path / "folder" / "prompts.json").read_text()) == prompts
+    assert sorted(WNIDS) == WNIDS
+
+
+def test_a_style_that_drops_classes_of_a_wnid_folder_is_refused_before_the_model(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    """ttc's ImageNet names drop the duplicate 'maillot' class n03710637: on a folder of ImageNet wnids its prompts
+    have one class fewer than the data's labels. Training refuses it (one sentence, no run folder, no model
+    built) instead of training on shifted labels or failing inside the loss; the dry run says so too."""
+    from pmgaft.training import loop
+
+    folder = imagenet_train(tmp_path / "data") / "imagenet" / "train"
+    (folder / WNIDS[0]).rename(folder / "n03710637")
+    monkeypatch.setattr(loop, "load_clip", lambda *a, **k: pytest.fail("the model was built"))
+    argv = _argv(tmp_path, tmp_path / "run", "--dataset", f"folder:{folder}", "--prompt-style", "ttc",
+                 "--val-size", "0", "--max-steps", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "prompt_style 'ttc' scores" in err and "merged or dropped classes" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert main([*argv, "--dry-run"]) == 0
+    assert "class names: prompt_style 'ttc' scores" in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -171,6 +239,7 @@ def test_schedule_and_batch_plan() -> None:
     ({"kl_reduction": "mean"}, "Did you mean 'batchmean'"),
     ({"normalization": "clipp"}, "unknown normalization"),
     ({"prompt_style": "foo"}, "unknown prompt_style"),
+    ({"prompt_style": "ttc", "dataset": "imagenet"}, "training uses the data's own labels"),
     ({"transform": "foo"}, "unknown transform"),
     ({"logit_scale": -1.0}, "logit_scale must be"),
     ({"momentum": -1.0}, "momentum must be >= 0"),

@@ -1,5 +1,6 @@
-"""Training test helpers: a small set in the TinyImageNet layout (3 classes x 6 noisy 16 px images), the argv of a
-pmgaft-micro run on it, and runs in forked processes (for kill -9 and signal tests)."""
+"""Training test helpers: a small set in the TinyImageNet layout (3 classes x 6 noisy 16 px images), one in
+torchvision's ImageNet layout, the argv of a pmgaft-micro run on it, and runs in forked processes (for kill -9
+and signal tests)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -36,6 +37,24 @@ def tiny_imagenet(root: Path, per_class: int = 6, size: int = 16, classes: int =
         Image.fromarray(pixels).save(d / "val" / "images" / f"val_{label}.JPEG", quality=95)
         lines.append(f"val_{label}.JPEG\t{wnid}\t0\t0\t8\t8\n")
     (d / "val" / "val_annotations.txt").write_text("".join(lines))
+    return root
+
+
+def imagenet_train(root: Path, per_class: int = 4, size: int = 20) -> Path:
+    """Write ``root/imagenet`` in torchvision's ImageNet layout (meta.bin, train/<wnid>/*.JPEG) for the 3 wnids
+    of :data:`WNIDS` and return ``root`` (the data root)."""
+    d = root / "imagenet"
+    synonyms = {w: tuple(NAMES[w].split(", ")) for w in WNIDS}
+    d.mkdir(parents=True, exist_ok=True)
+    torch.save((synonyms, []), d / "meta.bin")  # what torchvision's parse_devkit_archive writes
+    rng = np.random.default_rng(1)
+    for label, wnid in enumerate(WNIDS):
+        base = np.array([60 + 70 * label, 200 - 60 * label, 90 + 40 * (label % 2)], dtype=np.float64)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 25, (size, size + 4, 3)), 0, 255).astype(np.uint8)
+            path = d / "train" / wnid / f"{wnid}_{i}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path, quality=95)
     return root
 
 

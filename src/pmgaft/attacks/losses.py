@@ -2,7 +2,7 @@
 
 Attacks sum these over the batch before differentiating, so each sample's gradient is its own and does not
 shrink with the batch size (a batch-mean loss divides every gradient by B, which under half precision
-underflows to 0 and silently stops the attack -- the flaw of the released PMG-AFT evaluation, PAPER.md).
+underflows to 0 and silently stops the attack -- the flaw of the released PMG-AFT evaluation, docs/protocols.md).
 """
 from __future__ import annotations
 
@@ -19,12 +19,18 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Carlini-Wagner margin, per sample [B]: best wrong logit minus true logit (> 0 means misclassified)."""
+def margin(logits: torch.Tensor, y: torch.Tensor, kappa: float | None = None) -> torch.Tensor:
+    """Carlini-Wagner margin, per sample [B]: best wrong logit minus true logit (> 0 means misclassified).
+
+    ``kappa`` (CW's confidence): the margin capped at ``kappa``, ``min(wrong - true, kappa)``; a sample whose
+    best wrong logit leads by ``kappa`` gets no more gradient (its iterate stops moving). AGFT's CW maximizes it
+    with kappa = 0 (``-clamp(true - wrong, min=-kappa)``); TTC's with kappa = 50 (``-relu(true - wrong + 50)``,
+    the same up to a constant). None: uncapped.
+    """
     logits = logits.float()
     true = logits.gather(1, y[:, None]).squeeze(1)
     wrong = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-    return wrong - true
+    return wrong - true if kappa is None else (wrong - true).clamp(max=kappa)
 
 
 def squared_l2(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ an **fp32 gradient of the summed per-sample loss** with respect to the perturbat
 
 ``reduction="mean"`` divides the summed objective by the batch size before differentiating -- the released
 PMG-AFT / TGA-ZSR arithmetic (batch-mean CE). Under the caller's fp16 autocast, with no loss scaling, its
-input gradients underflow at large batch and the attack weakens (PAPER.md, "Known flaw"); offered only to
+input gradients underflow at large batch and the attack weakens (docs/protocols.md, official-code); offered only to
 reproduce those runs.
 
 Example::

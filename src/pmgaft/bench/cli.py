@@ -2,6 +2,8 @@
 
     pmgaft bench --model ViT-B-32 --method pmg_aft tecoa --batch-size 32 --device cpu --json bench.json
     pmgaft bench --what data --dataset folder:/data/jpegs --workers 4
+    pmgaft bench --what data --dataset imagenet --data-root DATA --data-split train --data-transform train224 \
+                 --workers 0 2 4 8                                  # images/s per loader worker, ImageNet train
     pmgaft bench --model ViT-B-32 --method pmg_aft --variant stock_kernels --profile prof/
 """
 from __future__ import annotations
@@ -14,12 +16,15 @@ from pmgaft.bench.harness import PRECISIONS
 from pmgaft.bench.runner import WHAT, BenchConfig, run_bench
 from pmgaft.bench.train import TRAINABLE
 from pmgaft.bench.variants import VARIANTS
+from pmgaft.data.transforms import PRESETS as TRANSFORM_PRESETS
 from pmgaft.utils import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BenchConfig()
-    parser.add_argument("--model", default=d.model, help=f"open_clip architecture, random init (default: {d.model})")
+    parser.add_argument("--model", default=d.model, help=f"open_clip architecture, random init (default: {d.model}); "
+                        f"or a hub model (hf-hub:ORG/NAME, local-dir:PATH, a name from `pmgaft models`) with its "
+                        f"weights")
     parser.add_argument("--method", nargs="+", choices=TRAINABLE, default=list(TRAINABLE), metavar="METHOD",
                         help=f"training methods to time: {', '.join(TRAINABLE)} (default: all)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default: "
@@ -47,10 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"prototype optimizations to apply to our steps: {', '.join(VARIANTS)}")
     parser.add_argument("--dataset", help="dataset for --what data: a registered name or folder:PATH")
     parser.add_argument("--data-root", help="data root holding --dataset")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="data loader workers for --what data (default: cores - 1)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[max(1, (os.cpu_count() or 2) - 1)],
+                        metavar="N", help="data loader worker counts for --what data, one measurement each with "
+                        "images/s per worker (default: cores - 1)")
     parser.add_argument("--data-images", type=int, default=d.data_images,
-                        help=f"images read per data-loading repeat (default: {d.data_images})")
+                        help=f"images read per data-loading repeat, spread over the split (default: "
+                             f"{d.data_images})")
+    parser.add_argument("--data-split", default=d.data_split,
+                        help=f"split read by --what data, e.g. train for a training set (default: {d.data_split})")
+    parser.add_argument("--data-transform", choices=list(TRANSFORM_PRESETS), default=d.data_transform,
+                        help=f"transform preset of --what data: train224 is AGFT's ImageNet training input, train "
+                             f"the TinyImageNet one (default: {d.data_transform}, evaluation's)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--gemm-size", type=int, help="side of the square matmul that measures the GEMM peak "
                         "(default: 2048 on CPU, 8192 on CUDA)")
@@ -68,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                          input_size=args.image_size, repeats=args.repeats, warmup=args.warmup,
                          what=tuple(w.strip() for w in args.what.split(",") if w.strip()),
                          released=not args.no_released, variants=list(args.variant), dataset=args.dataset,
-                         data_root=args.data_root, workers=args.workers, data_images=args.data_images,
+                         data_root=args.data_root, workers=list(args.workers), data_images=args.data_images,
+                         data_split=args.data_split, data_transform=args.data_transform,
                          threads=args.threads, gemm_size=args.gemm_size, profile=args.profile,
                          tensor_memory=args.tensor_memory)
     doc = run_bench(config, echo=lambda line: print(line, flush=True))

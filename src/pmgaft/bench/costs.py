@@ -22,7 +22,7 @@ class PerImageCosts:
     train_step: dict[str, float]  # method -> seconds per training image (one optimizer step / batch)
     pgd_step: float  # one attack step: forward + input-only backward
     clean_forward: float
-    data: float | None = None  # decode + preprocess, when measured
+    data: float | None = None  # decode + preprocess, when measured (several worker counts: the fastest)
     source: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,7 +44,8 @@ def per_image_costs(doc: Mapping[str, Any] | str | Path) -> PerImageCosts:
         raise PmgaftError("bench results hold a PGD measurement with 0 steps; rerun with --steps >= 1.")
     train = {m["method"]: m["step_seconds"] / m["batch_size"] for key, m in measurements.items()
              if key.startswith("train:")}
-    data = measurements.get("data")
+    data = measurements.get("data") or min((m for key, m in measurements.items() if key.startswith("data:")),
+                                           key=lambda m: m["seconds_per_image"], default=None)
     config = doc.get("config", {})
     return PerImageCosts(train, pgd["step_seconds"] / pgd["batch_size"] / steps,
                          measurements["clean"]["step_seconds"] / measurements["clean"]["batch_size"],

@@ -23,6 +23,7 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
     fare         2k + 4     original(x) once; attack (L2 PGD); target(x_adv): forward + weight backward
     tga_zsr      2k + 7     attack; target([x_adv, x]): 2 + 4; original(x)
     comp_tga     2k + 7     as tga_zsr (its complementary map reuses the same tokens)
+    agft         2k + 4     original(x) once (the soft target); attack; target(x_adv): forward + weight backward
     pgd (eval)   2k         k x (forward + input-only backward)
     clean        1          no-grad forward
     ttc          2N + 2     TTC with N steps: f(X), N x (forward + input-only backward), the prediction
@@ -31,7 +32,7 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
 
 (The adaptive attacks on TTC differentiate through its steps, a second-order cost that is not counted.)
 
-(FARE's implementation computes ``original(x)`` twice, in its attack and in its loss: 2k + 5 executed.)
+(FARE's and AGFT's implementations compute ``original(x)`` twice, in the attack and in the loss: 2k + 5 executed.)
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ FORWARD_EQUIVALENTS: dict[str, ForwardCount] = {
     "fare": ForwardCount(2, 4),
     "tga_zsr": ForwardCount(2, 7),
     "comp_tga": ForwardCount(2, 7),
+    "agft": ForwardCount(2, 4),
     "pgd": ForwardCount(2, 0),
     "clean": ForwardCount(0, 1),
     "ttc": ForwardCount(2, 2),  # k = TTC's own steps

@@ -1,7 +1,7 @@
 """The released PMG-AFT recipe's arithmetic for one training step: the reference ``pmgaft bench`` compares with.
 
 A benchmark reference, not a method. It runs on the same :class:`StepContext` (model, batch, classes, SGD)
-as our PMG-AFT step and does what ``PMG_AFT.py``'s ``train()`` does per step (PAPER.md, "frozen model" row):
+as our PMG-AFT step and does what ``PMG_AFT.py``'s ``train()`` does per step (docs/training.md, recipes):
 
 1. **text tower in every forward**: each logits call re-encodes all C class prompts (``multiGPU_CLIP``), so one
    step runs the text tower k + 3 times (k attack steps, then target(x_adv), original(x_adv), target(x));

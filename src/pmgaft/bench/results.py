@@ -1,7 +1,8 @@
 """One measurement's numbers (the JSON schema of ``pmgaft bench``) and the table printed on stdout.
 
 Per measurement (a key of ``"measurements"`` in the JSON, e.g. ``"train:pmg_aft"``, ``"released:pmg_aft"``,
-``"pgd"``, ``"clean"``, ``"data"``):
+``"pgd"``, ``"clean"``, ``"data"``; ``"data:w0"``, ``"data:w4"`` ... when several ``--workers`` counts are measured,
+each with ``workers``, ``seconds_per_image`` and ``images_per_s_per_worker``):
 
 * ``step_seconds`` -- median seconds of one step (a training step, a PGD-k batch, a clean batch, one batch of
   decoded images); ``samples`` every timed repeat, ``warmup_seconds`` the warm-up calls (compile time lands here);

@@ -9,6 +9,7 @@ denominator (a busy machine lowers a single measurement).
 from __future__ import annotations
 
 import gc
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -54,8 +55,10 @@ class BenchConfig:
     variants: list[str] = field(default_factory=list)
     dataset: str | None = None
     data_root: str | None = None
-    workers: int = 1
+    workers: list[int] = field(default_factory=lambda: [1])  # loader worker counts to measure data loading with
     data_images: int = 256
+    data_split: str = "test"
+    data_transform: str = "clip"  # a transform preset (training reads ImageNet with "train224" or "train")
     threads: int | None = None
     gemm_size: int | None = None  # side of the peak-measuring matmul (None: 2048 on CPU, 8192 on CUDA)
     profile: Path | None = None  # folder for torch.profiler tables
@@ -86,6 +89,8 @@ def _check(config: BenchConfig) -> None:
         raise PmgaftError(f"--batch-size must be >= 1 and --steps >= 0, got {config.batch_size}, {config.steps}.")
     if "data" in config.what and not config.dataset:
         raise PmgaftError("--what data needs --dataset NAME --data-root ROOT (or --dataset folder:PATH).")
+    if not config.workers or min(config.workers) < 0:
+        raise PmgaftError(f"--workers takes one or more counts >= 0, got {config.workers}.")
 
 
 def _profile(config: BenchConfig, name: str, fn: Callable[[], object], device: torch.device,
@@ -217,19 +222,54 @@ def _with_variants(config: BenchConfig, model: Any, fn: Callable[[], object]) ->
         return fn()
 
 
-def _data(config: BenchConfig, device: torch.device, out: dict[str, Measurement]) -> None:
-    gc.collect()
-    setup_bytes = current_memory(torch.device("cpu"))
-    call, n = data_call(config.dataset, config.data_root, batch_size=config.batch_size, workers=config.workers,
-                        images=config.data_images)
-    timing: Timing = time_interleaved({"data": call}, torch.device("cpu"), warmup=1, repeats=config.repeats)["data"]
-    batches = -(-n // config.batch_size)
-    per_batch = Timing([s / batches for s in timing.samples], timing.warmup_seconds,
-                       [s / batches for s in timing.cpu_samples], timing.peak_bytes, timing.baseline_bytes,
-                       timing.memory_reset)
-    out["data"] = measurement("data", per_batch, batch_size=config.batch_size, setup_bytes=setup_bytes,
-                              tower_flops=None, dataset=config.dataset, images=n,
-                              workers=config.workers, seconds_per_image=timing.median / n)
+def _data(config: BenchConfig, out: dict[str, Measurement], echo: Callable[[str], None]) -> None:
+    """One measurement per worker count: ``data`` for a single count, ``data:wN`` for several."""
+    for workers in config.workers:
+        gc.collect()
+        setup_bytes = current_memory(torch.device("cpu"))
+        call, n = data_call(config.dataset, config.data_root, batch_size=config.batch_size, workers=workers,
+                            images=config.data_images, split=config.data_split, transform=config.data_transform)
+        timing: Timing = time_interleaved({"data": call}, torch.device("cpu"), warmup=1,
+                                          repeats=config.repeats)["data"]
+        del call  # its persistent workers exit
+        batches = -(-n // config.batch_size)
+        per_batch = Timing([s / batches for s in timing.samples], timing.warmup_seconds,
+                           [s / batches for s in timing.cpu_samples], timing.peak_bytes, timing.baseline_bytes,
+                           timing.memory_reset)
+        rate = n / timing.median
+        key = "data" if len(config.workers) == 1 else f"data:w{workers}"
+        out[key] = measurement("data", per_batch, batch_size=config.batch_size, setup_bytes=setup_bytes,
+                               tower_flops=None, dataset=config.dataset, split=config.data_split,
+                               transform=config.data_transform, images=n, workers=workers,
+                               seconds_per_image=timing.median / n, images_per_s_per_worker=rate / max(workers, 1))
+        echo(f"data {config.dataset} {config.data_split} ({config.data_transform}): {workers} worker(s) "
+             f"{rate:,.1f} images/s, {rate / max(workers, 1):,.1f} per worker")
+    _workers_needed(out, echo)
+
+
+def workers_needed(step_images_per_s: float, data: list[Measurement]) -> tuple[int, str]:
+    """How many loader workers keep a step of ``step_images_per_s`` fed, from the ``data`` measurements (counts
+    > 0): the fewest measured count whose total rate keeps up, else an extrapolation from the largest measured
+    count's rate per worker (workers do not scale linearly, so the best per-worker rate would underestimate)."""
+    data = sorted(data, key=lambda m: m.extra["workers"])
+    for m in data:
+        if 1 / m.extra["seconds_per_image"] >= step_images_per_s:
+            return m.extra["workers"], f"measured: {1 / m.extra['seconds_per_image']:,.1f} images/s"
+    per_worker = data[-1].extra["images_per_s_per_worker"]
+    return (math.ceil(step_images_per_s / per_worker),
+            f"extrapolated from {data[-1].extra['workers']} workers' {per_worker:,.1f} images/s each")
+
+
+def _workers_needed(out: dict[str, Measurement], echo: Callable[[str], None]) -> None:
+    """For each training step measured in the same run: how many loader workers keep it fed."""
+    data = [m for m in out.values() if m.kind == "data" and m.extra["workers"] > 0]
+    if not data:
+        return
+    for key, m in out.items():
+        if m.kind == "train":
+            n, how = workers_needed(m.images_per_s, data)
+            echo(f"{key} runs {m.images_per_s:,.1f} images/s: about {n} loader worker(s) keep it fed ({how}, on "
+                 f"this machine's CPU)")
 
 
 def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -264,7 +304,7 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
             _defence(config, harness, flops, measurements, notes)
             peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
     if "data" in config.what:
-        _data(config, device, measurements)
+        _data(config, measurements, echo)
     peak = max(peaks, key=lambda p: p.flops_per_s) if peaks else None
     for m in measurements.values():
         if peak is not None:

@@ -102,7 +102,7 @@ def _pixels_of(dataset: ImageDataset, transform_id: str | None) -> tuple[Convert
     if identity is not None:
         if transform.preprocess.random:
             raise PmgaftError(f"transform {transform.preprocess.describe()} is random: a decoded cache would freeze "
-                              f"one draw; cache only deterministic presets (clip, tga-zsr, official, train).")
+                              f"one draw; cache only deterministic presets (every preset but train_augment).")
         return _PilPixels(transform.pil), identity, transform.preprocess.output_side
     if transform_id is None:
         raise PmgaftError(f"dataset {dataset.name!r} has a custom transform ({transform!r}): pass transform_id= "

@@ -1,8 +1,8 @@
-"""The data side of the reference protocols (PROTOCOLS.md §A, §B), per dataset, known without the data.
+"""The data side of the reference protocols (docs/protocols.md), per dataset, known without the data.
 
 Both reference evaluations score SUN397, EuroSAT, Caltech-101 and Caltech-256 **whole** (``split="all"``) and
 every other set's official test split (ImageNet and TinyImageNet: val). Their preprocessing is the ``tga-zsr``
-(§A) or ``official`` (§B) transform preset (:mod:`pmgaft.data.transforms`); their prompts are the ``paper``
+or ``official`` transform preset (:mod:`pmgaft.data.transforms`); their prompts are the ``paper``
 prompt style (:mod:`pmgaft.prompts`). :func:`describe_data` is one dry-run row.
 """
 from __future__ import annotations

@@ -13,6 +13,8 @@ from pmgaft.data import offline, tinyimagenet, torchvision_sets, unsplit_sets
 from pmgaft.data.base import ImageDataset, Transform
 from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.data.folder import load_folder
+from pmgaft.data.hub import load_hub
+from pmgaft.data.sources import DEFAULT_SOURCE, SOURCES, choose_source, source_id
 from pmgaft.data.spec import DatasetSpec
 from pmgaft.data.transforms import resolve_transform
 from pmgaft.errors import PmgaftError
@@ -31,7 +33,8 @@ _READ_ERRORS = (OSError, RuntimeError, KeyError, IndexError, ValueError, EOFErro
 
 
 def load_dataset(name: str, root: str | Path, split: str = "test", *, download: bool = False,
-                 transform: Transform | str | None = None, image_size: int = 224) -> ImageDataset:
+                 transform: Transform | str | None = None, image_size: int = 224, source: str = DEFAULT_SOURCE,
+                 skip_corrupt: bool = False, benchmark_split: bool = False) -> ImageDataset:
     """Dataset ``name`` from the data root ``root``: items ``(image [3, H, W] in [0, 1], int label)``.
 
     ``split`` is one of ``DATASETS[name].splits`` ("test" is what evaluation uses; ``spec.test_split`` says
@@ -40,16 +43,38 @@ def load_dataset(name: str, root: str | Path, split: str = "test", *, download: 
     :mod:`pmgaft.data.transforms`, built for the model input size ``image_size``) or None for "clip". Missing or
     malformed data raises a
     :class:`PmgaftError` that names the folder, the expected layout and how to get the data.
+
+    ``source`` (:mod:`pmgaft.data.sources`): ``torchvision`` reads ``root``; ``hub`` reads the Hugging Face hub
+    copy from the Hugging Face cache (``download`` fetches it; ``root`` is not used; see :mod:`pmgaft.data.hub`
+    for ``skip_corrupt`` and ``benchmark_split``); ``auto`` the first of them that is there.
     """
     if name.startswith(FOLDER_PREFIX):
         ds = load_folder(name[len(FOLDER_PREFIX):], split)
         ds.transform = resolve_transform(None, transform, image_size)
+        ds.data_source = source_id(name, DEFAULT_SOURCE)
         return ds
     spec: DatasetSpec = lookup(DATASETS, name, "dataset")
+    lookup(dict.fromkeys(SOURCES), source, "data source")
     if split not in spec.splits:
         raise PmgaftError(f"dataset {name!r} has no split {split!r}; valid: {', '.join(spec.splits)} "
                           f"('test' is {spec.test_split})")
     root = Path(root).expanduser()
+    if source == "auto":
+        choice = choose_source(spec, split, root, source, download=download, benchmark_split=benchmark_split)
+        if choice.source is None:
+            raise PmgaftError(choice.why_not)
+        source = choice.source
+    if source == "hub":
+        ds = load_hub(name, split, download=download, skip_corrupt=skip_corrupt, benchmark_split=benchmark_split)
+    else:
+        ds = _load_registered(spec, root, split, download)
+    ds.name, ds.split = name, split
+    ds.transform = resolve_transform(spec, transform, image_size)
+    return ds
+
+
+def _load_registered(spec: DatasetSpec, root: Path, split: str, download: bool) -> ImageDataset:
+    """``split`` of ``spec`` from the data root through its own builder (torchvision's classes, mostly)."""
     where = spec.locate(root, split)
     if where is None:
         if not (download and spec.download):
@@ -65,9 +90,9 @@ def load_dataset(name: str, root: str | Path, split: str = "test", *, download: 
     except _READ_ERRORS as err:
         raise spec.unreadable(root, where, err, download) from err
     if len(ds) == 0:
-        raise PmgaftError(f"dataset {name!r} ({split} split) under {where} has no images; expected {spec.layout}")
-    ds.name, ds.split, ds.location = name, split, where
-    ds.transform = resolve_transform(spec, transform, image_size)
+        raise PmgaftError(f"dataset {spec.name!r} ({split} split) under {where} has no images; expected "
+                          f"{spec.layout}")
+    ds.location, ds.data_source = where, source_id(spec.name, DEFAULT_SOURCE, spec.offline)
     return ds
 
 

@@ -27,13 +27,16 @@ class DatasetSpec:
     receives). ``files`` maps a split (``"*"``: every split) to the paths, relative to the dataset folder, that
     must exist before loading; ``"a|b"`` accepts either, ``*`` is a glob. ``test_split`` says which official
     split ``"test"`` means. ``native_size`` is set for sets whose images are small and fixed: the default
-    transform keeps them at that size (the classifier upsamples inside the model). ``zero_shot``: one of the
-    paper's 15 zero-shot test sets. ``offline``: the data ships with an installed package (or a Debian package),
+    transform keeps them at that size (the classifier upsamples inside the model). ``zero_shot``: a zero-shot test
+    set (the paper's 15, and Country211). ``offline``: the data ships with an installed package (or a Debian package),
     no data root needed; these are for smoke tests, CI and the quickstart, not part of the paper's protocol.
     ``any_folder_name``: the data root may itself be the dataset folder, whatever its name (own readers and
     torchvision's ImageNet take the dataset folder directly; other torchvision classes append fixed names).
     ``sizes``: the standard image count of each split on the official data (``None``: not known without the
     data, e.g. the 70/30 split of an unsplit set), so a dry run can print counts before any download.
+    ``per_class``: for splits where every class has the same number of images (ImageNet val: 50), that number
+    (what a dry run subtracts for a class a protocol drops).
+    ``split_sources``: how to get a split that ``source`` does not cover (ImageNet's train images).
     """
 
     name: str
@@ -53,15 +56,24 @@ class DatasetSpec:
     any_folder_name: bool = False
     candidates: Callable[[Path], list[Path]] | None = field(default=None, repr=False, compare=False)
     sizes: Mapping[str, int | None] = field(default_factory=dict, compare=False)
+    per_class: Mapping[str, int] = field(default_factory=dict, compare=False)
+    split_sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def role(self) -> str:
-        """``zero-shot`` (the paper's 15 test sets), ``fine-tune`` (TinyImageNet) or ``offline`` (smoke tests)."""
+        """``zero-shot`` (the paper's 15 test sets, Country211), ``fine-tune`` (TinyImageNet) or ``offline``."""
         return "zero-shot" if self.zero_shot else ("offline" if self.offline else "fine-tune")
 
     def size(self, split: str) -> int | None:
         """The standard image count of ``split`` (None when it depends on the data on disk)."""
         return self.sizes.get(split)
+
+    def size_without(self, split: str, dropped_classes: int) -> int | None:
+        """The standard count of ``split`` without ``dropped_classes`` whole classes (None when not known)."""
+        if not dropped_classes:
+            return self.size(split)
+        total, each = self.size(split), self.per_class.get(split)
+        return None if total is None or each is None else total - dropped_classes * each
 
     def describe_split(self, split: str) -> str:
         """``"test_batch (10,000 images)"``: which official split ``split`` is, with its standard count."""
@@ -96,8 +108,10 @@ class DatasetSpec:
                 return d
         return None
 
-    def fix(self, root: str | Path) -> str:
-        """How to get the data: the clause every error ends with."""
+    def fix(self, root: str | Path, split: str = "") -> str:
+        """How to get the data (of ``split``, when it has its own source): the clause every error ends with."""
+        if split in self.split_sources:
+            return f"get it from {self.split_sources[split]}"
         if self.download:
             offline = f"; offline: {self.source}" if self.offline and self.source else ""
             return (f"download it with `pmgaft datasets --data-root {root} --download {self.name}` "
@@ -108,7 +122,7 @@ class DatasetSpec:
         where = self.dataset_dirs(Path(root).expanduser())[0]
         missing = ", ".join(self.missing_files(where, split)) or "nothing"
         return PmgaftError(f"dataset {self.name!r} ({split} split) not found under {where}: missing {missing}; "
-                           f"expected {self.layout} ({self.fix(root)})")
+                           f"expected {self.layout} ({self.fix(root, split)})")
 
     def unreadable(self, root: str | Path, where: Path, err: BaseException, download: bool = False) -> PmgaftError:
         action = "downloaded to or read from" if download else "read from"

@@ -1,4 +1,5 @@
-"""The paper's datasets that torchvision reads and that ship an official test split.
+"""The paper's datasets that torchvision reads and that ship an official test split, and Country211 (the 16th set
+of the test-time-counterattack evaluation, ``--protocol ttc``).
 
 Each builder constructs the torchvision class without a transform and wraps what it found in
 :class:`ImageDataset`: file-based sets as their file list (:class:`FileImages`: decoding, errors and cache
@@ -115,6 +116,11 @@ def _cars(d: Path, split: str, download: bool) -> ImageDataset:
     return _files([p for p, _ in ds._samples], [t for _, t in ds._samples], ds.classes, split)
 
 
+def _country211(d: Path, split: str, download: bool) -> ImageDataset:
+    ds = tvd.Country211(tv_root(d, "country211"), split="valid" if split == "val" else split, download=download)
+    return _files([p for p, _ in ds.samples], ds.targets, ds.classes, split)  # classes: ISO 3166 alpha-2 codes
+
+
 def _imagenet(d: Path, split: str, download: bool) -> ImageDataset:
     ds = tvd.ImageNet(str(d), split="val" if split == "test" else "train")
     out = _files([p for p, _ in ds.samples], ds.targets, [names[0] for names in ds.classes], split)
@@ -175,9 +181,13 @@ SPECS: list[DatasetSpec] = [
                        "imagenet/ILSVRC2012_devkit_t12.tar.gz + ILSVRC2012_img_val.tar, unpacked on first use",
                 files={"*": ("meta.bin|ILSVRC2012_devkit_t12.tar.gz",), "test": ("val|ILSVRC2012_img_val.tar",),
                        "train": ("train|ILSVRC2012_img_train.tar",)},
-                test_split="val", sizes={"train": 1_281_167, "test": 50_000},
+                test_split="val", sizes={"train": 1_281_167, "test": 50_000}, per_class={"test": 50},
                 source="https://image-net.org/download (ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar; "
-                       "put them in the imagenet folder)"),
+                       "put them in the imagenet folder)",
+                split_sources={"train": "https://image-net.org/download (free registration): "
+                                        "ILSVRC2012_img_train.tar (138 GB) and ILSVRC2012_devkit_t12.tar.gz into the "
+                                        "imagenet folder, unpacked to train/<wnid>/*.JPEG on first use; or pass "
+                                        "--dataset folder:PATH for a folder of its 1000 wnid class folders"}),
     DatasetSpec("stanford_cars", "Stanford Cars", 196, "stanford_cars", _cars,
                 layout="stanford_cars/{cars_test/,cars_test_annos_withlabels.mat,cars_train/} and "
                        "stanford_cars/devkit/{cars_meta.mat,cars_train_annos.mat}",
@@ -193,4 +203,11 @@ SPECS: list[DatasetSpec] = [
                 splits=("train", "val", "test"), test_split="test; val = valid", sizes={"train": 262_144, "val": 32_768, "test": 32_768},
                 download=True,
                 native_size=96, source="torchvision's download (needs `pip install gdown`)"),
+    DatasetSpec("country211", "Country211", 211, "country211", _country211,
+                layout="country211/{train,valid,test}/<ISO 3166 alpha-2 code>/<id>.jpg (OpenAI's YFCC100m subset)",
+                files={"train": ("train",), "val": ("valid",), "test": ("test",)}, splits=("train", "val", "test"),
+                test_split="test (100 images per country); val = valid", download=True,
+                sizes={"train": 31_650, "val": 10_550, "test": 21_100},
+                per_class={"train": 150, "val": 50, "test": 100},
+                source="torchvision's download (country211.tgz, 11 GB, from openaipublic.azureedge.net)"),
 ]

@@ -7,19 +7,27 @@ three. "R/C" = resize the shorter side to ``round(S * 256 / 224)``, centre-crop 
 * ``"clip"`` (default): sets with small fixed images (CIFAR 32 px, STL-10 96 px, PCAM 96 px, MNIST-likes 28 px,
   digits 8 px) stay at native size -- the zero-shot classifier upsamples bicubically inside its forward;
   everything else gets CLIP's own preprocessing, ``Resize(S, bicubic) + CenterCrop(S)``.
-* ``"tga-zsr"`` (PROTOCOLS.md §A): images are attacked at the model's resolution. CIFAR-10/100, STL-10 and the
+* ``"tga-zsr"`` (docs/protocols.md): images are attacked at the model's resolution. CIFAR-10/100, STL-10 and the
   offline small-image sets -> ``Resize((S, S))``; every other set (PCAM included) -> R/C.
-* ``"official"`` (§B, the released ``PMG_AFT.py``): CIFAR-10/100 and STL-10 at native size (the model
+* ``"official"`` (official-code, the released ``PMG_AFT.py``): CIFAR-10/100 and STL-10 at native size (the model
   upsamples inside, so the perturbation lives at native resolution), the offline small-image sets native too;
   every other set (PCAM included) -> R/C.
+* ``"agft"`` (AGFT's evaluation, utils.py ``get_val_dataset``): CIFAR-10/100 and STL-10 at native size (the model
+  upsamples inside), the offline small-image sets native too; every other set (PCAM included) ->
+  ``Resize(S) + CenterCrop(S)``, i.e. Resize(224) + CenterCrop(224) at 224 (no 256 step).
+* ``"ttc"`` (the test-time-counterattack evaluation, utils.py ``preprocess224``): R/C for every set, CIFAR and
+  STL-10 included (a 32 px image is upscaled to 256, then cropped), so every attack works on S x S pixels.
 * ``"train"``: the fine-tuning input of both reference codes: R/C for sets of large images (TinyImageNet,
   folders), native size for small-image sets; no augmentation.
 * ``"train_augment"``: ``RandomResizedCrop`` + horizontal flip at the same sizes (optional; not the paper's).
+* ``"train224"``: AGFT's fine-tuning input (its ``utils.py``: ``Resize(S)`` + ``CenterCrop(S)``, no augmentation):
+  the shorter side straight to ``S``, centre crop ``S`` (R224/C224 at 224), bilinear; small-image sets native.
 
-Interpolation: both reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
-``transforms.Resize((224, 224))``, i.e. with torchvision's default interpolation, **bilinear** (antialiased on
-PIL images). PROTOCOLS.md calls R256/C224 bicubic; the released code does not, and the code is what produced the
-numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if that is ever shown wrong).
+Interpolation: the reference codes build R/C and the square resize as ``transforms.Resize(256)`` and
+``transforms.Resize((224, 224))`` (AGFT: ``Resize(224)``), i.e. with torchvision's default interpolation,
+**bilinear** (antialiased on PIL images). Summaries call R256/C224 bicubic; the released code does not, and
+the code is what produced the numbers, so :data:`REFERENCE_INTERPOLATION` is bilinear (one constant to change if
+that is ever shown wrong).
 """
 from __future__ import annotations
 
@@ -142,10 +150,26 @@ def _official_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     return _reference_resize_crop(image_size)
 
 
+def _agft_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    if _reference_small(spec):
+        return Preprocess("native", native=_native_side(spec))
+    return Preprocess("resize_crop", image_size, image_size, REFERENCE_INTERPOLATION)
+
+
+def _ttc_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    return _reference_resize_crop(image_size)
+
+
 def _train_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
     if _native_side(spec) is not None:
         return Preprocess("native", native=_native_side(spec))
     return _reference_resize_crop(image_size)
+
+
+def _train224_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
+    if _native_side(spec) is not None:
+        return Preprocess("native", native=_native_side(spec))
+    return Preprocess("resize_crop", image_size, image_size, REFERENCE_INTERPOLATION)
 
 
 def _train_augment_preset(spec: DatasetSpec | None, image_size: int) -> Preprocess:
@@ -157,8 +181,11 @@ PRESETS: dict[str, Callable[[DatasetSpec | None, int], Preprocess]] = {
     "clip": _clip_preset,
     "tga-zsr": _tga_zsr_preset,
     "official": _official_preset,
+    "agft": _agft_preset,
+    "ttc": _ttc_preset,
     "train": _train_preset,
     "train_augment": _train_augment_preset,
+    "train224": _train224_preset,
 }
 
 

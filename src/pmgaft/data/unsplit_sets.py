@@ -1,8 +1,8 @@
 """The paper's datasets that ship without a train/test split: SUN397, Caltech-101, Caltech-256, EuroSAT.
 
 torchvision reads the whole set; :mod:`pmgaft.data.splits` cuts a documented deterministic 70/30 split per
-class (seed 0), and ``split="all"`` gives the whole set: what both reference protocols score (PROTOCOLS.md
-§A, §B). ``"all"`` builds no split, so it costs only torchvision's file listing.
+class (seed 0), and ``split="all"`` gives the whole set: what both reference protocols score (docs/protocols.md,
+tga-zsr, official-code). ``"all"`` builds no split, so it costs only torchvision's file listing.
 
 Standard sizes (``DatasetSpec.sizes["all"]``) are what torchvision's class enumerates on the official archive:
 SUN397 108,754 (every ``sun_*.jpg`` under ``SUN397/``, its rglob; the count in torchvision's docstring);

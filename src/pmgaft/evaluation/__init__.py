@@ -1,6 +1,6 @@
-"""Evaluation: the model x dataset x attack x eps grid, result cards, reports and the reproduction plan.
+"""Evaluation: the model x dataset x attack x eps grid, result cards and reports.
 
-Library entry points (the CLI modules ``cli``, ``report``, ``reproduce`` wrap them)::
+Library entry points (the CLI modules ``cli`` and ``report`` wrap them; ``pmgaft reproduce`` calls them too)::
 
     from pmgaft.evaluation import PROTOCOLS, GridConfig, model_specs, run_grid
     cards = run_grid(model_specs("ViT-B-32", "openai", []), GridConfig(PROTOCOLS["paper"], out=Path("results")))

@@ -110,7 +110,7 @@ def attack_cell(shard: Shard, cell: Cell, clean: dict[str, list], protocol: Prot
         seeds = sample_seeds(protocol.seed, [shard.positions[r] for r in rows])
         result = pgd_stream(shard.classifier, lambda ids: shard.fetch([rows[i] for i in ids]), len(rows),
                             eps=cell.eps, step_size=step_size, steps=cell.steps, seeds=seeds,
-                            batch_size=shard.batch_size, early_exit=stop_early, loss=spec.loss,
+                            batch_size=shard.batch_size, early_exit=stop_early, loss=spec.objective(protocol),
                             reduction=protocol.attack_reduction, device=shard.device, progress=progress)
         for i, r in enumerate(rows):
             mine[shard.positions[r]] = (int(result.final_pred[i]), int(result.fooled_at[i]), int(result.steps_run[i]))
@@ -126,7 +126,8 @@ def attack_cell(shard: Shard, cell: Cell, clean: dict[str, list], protocol: Prot
                 mine[shard.positions[r]] = (p, -1 if p == t else 0, 0)
             if progress:
                 progress(len(chunk))
-    info = {**spec.describe(shard.num_classes), **({"reduction": protocol.attack_reduction} if spec.streamed else {})}
+    info = {**spec.describe(shard.num_classes), **spec.loss_settings(protocol),
+            **({"reduction": protocol.attack_reduction} if spec.streamed else {})}
     merged = _gathered(mine, ranks)
     labels = clean["labels"]
     adv_pred, fooled_at, steps_run, robust = [], [], [], []

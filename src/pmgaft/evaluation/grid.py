@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from pmgaft.attacks import ATTACKS
 from pmgaft.data import build_decoded, describe_transform, load_dataset, stratified_subset
 from pmgaft.data import DATASETS as DATA_SPECS
+from pmgaft.data.hub import hub_revision
+from pmgaft.data.sources import DEFAULT_SOURCE, HUB_PREFIX, source_id
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.distributed import (DEFAULT_TIMEOUT_S, Dist, barrier, broadcast, gather,
                                           init_distributed, shutdown)
@@ -64,6 +66,7 @@ class GridConfig:
     allow_missing: bool = False
     trust_checkpoint: bool = False
     decoded_storage: str = "auto"  # decode-once cache: memory when it fits, else a memory-mapped file
+    source: str = DEFAULT_SOURCE  # which copy of each registered set: torchvision, hub (Hugging Face cache), auto
     compile: str | None = None  # torch.compile backend for the classifier ("inductor"), None = eager
     dist_timeout_s: float = DEFAULT_TIMEOUT_S
     defence: DefenceConfig | None = None  # a test-time defence: adds its defended cells (both threat models)
@@ -72,7 +75,7 @@ class GridConfig:
     def resolved(self) -> dict[str, Any]:
         """The configuration written into every card (what the numbers depend on)."""
         return {"protocol": self.protocol.to_dict(), "precision": self.precision,
-                "skip_corrupt": self.skip_corrupt, **self.extra}
+                "skip_corrupt": self.skip_corrupt, "source": self.source, **self.extra}
 
 
 def cells_for(model: str, dataset: str, p: Protocol, defence: DefenceConfig | None = None) -> list[Cell]:
@@ -110,14 +113,14 @@ def logits_setup(protocol: Protocol, record: ModelRecord) -> dict[str, Any]:
 
 
 def _image_size(arch: str) -> int:
-    import open_clip
+    from pmgaft.models import model_config
 
-    size = (open_clip.get_model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
+    size = (model_config(arch) or {}).get("vision_cfg", {}).get("image_size", 224)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cell,
-              defence: dict[str, Any] | None = None) -> dict[str, Any]:
+def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cell, source: str,
+              revision: str | None = None, defence: dict[str, Any] | None = None) -> dict[str, Any]:
     p, attack = cfg.protocol, ATTACKS[cell.attack]
     key = {"model": spec.identity(), "dataset": cell.dataset, "split": p.split_for(cell.dataset),
            "n": p.samples_for(cell.dataset), "seed": p.seed, "prompts": p.prompts, "transform": p.transform,
@@ -126,6 +129,11 @@ def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cel
            "attack": cell.attack, "eps": cell.eps_255, "scoring": scoring_for(attack, p)}
     if attack.iterative:
         key.update(steps=cell.steps, step_size=p.step_size, reduction=p.attack_reduction)
+    key.update(attack.loss_settings(p))  # e.g. the CW margin's kappa
+    if p.resize_antialias:
+        key.update(resize_antialias=True)
+    if source.startswith(HUB_PREFIX):  # other cells keep the fingerprints they had before hub copies existed
+        key.update(source=source, benchmark_splits=p.benchmark_splits, revision=revision)
     if cell.defence:
         key.update(defence=defence, adaptive=cell.adaptive)
     return key
@@ -138,9 +146,10 @@ _ORDER = ("schema", "model", "dataset", "prompts", "attack", "defence", "n", "cl
           "seed", "samples", "config", "version", "fingerprint", "run")
 
 
-def _base_card(cell: Cell, cfg: GridConfig, model_info: dict[str, Any], fp: str | None) -> dict[str, Any]:
+def _base_card(cell: Cell, cfg: GridConfig, model_info: dict[str, Any], fp: str | None,
+               source: str) -> dict[str, Any]:
     card = {"schema": SCHEMA, "fingerprint": fp, "model": model_info,
-            "dataset": {"name": cell.dataset, "split": cfg.protocol.split_for(cell.dataset)},
+            "dataset": {"name": cell.dataset, "split": cfg.protocol.split_for(cell.dataset), "source": source},
             "attack": {"name": cell.attack, "id": cell.attack_id, "eps": cell.eps, "eps_255": cell.eps_255,
                        "steps": cell.steps if cell.iterative else None},
             "seed": cfg.protocol.seed, "config": cfg.resolved(), "version": code_version()}
@@ -153,8 +162,11 @@ def _base_card(cell: Cell, cfg: GridConfig, model_info: dict[str, Any], fp: str 
 class _Writer:
     """Writes cards (rank 0 only) and tells the log."""
 
-    def __init__(self, cfg: GridConfig, ranks: Dist, device: torch.device, log: Log) -> None:
+    def __init__(self, cfg: GridConfig, ranks: Dist, device: torch.device, log: Log,
+                 sources: dict[str, str]) -> None:
         self.cfg, self.ranks, self.device, self.log = cfg, ranks, device, log
+        self.sources = sources  # dataset -> the source id its cards record (see source_id)
+        self.revisions: dict[str, str] = {}  # dataset -> the commit of the hub copy read (see _hub_revisions)
 
     def run(self, t0: float) -> dict[str, Any]:
         return {**run_info(str(self.device), t0, time.time()), "world_size": self.ranks.world}
@@ -165,7 +177,8 @@ class _Writer:
         msg = str(err) if isinstance(err, PmgaftError) else f"{type(err).__name__}: {err}"
         cards = []
         for cell in cells:
-            card = _base_card(cell, self.cfg, model_info, fps.get(cell) if fps else None)
+            card = _base_card(cell, self.cfg, model_info, fps.get(cell) if fps else None,
+                              self.sources[cell.dataset])
             card.update(error=msg, error_type=type(err).__name__, stage=stage, run=self.run(t0))
             if not isinstance(err, PmgaftError):
                 card["traceback"] = traceback.format_exception(type(err), err, err.__traceback__)[-6:]
@@ -202,6 +215,25 @@ def _agree(ranks: Dist, err: BaseException | None) -> BaseException | None:
 
 # --- the grid ------------------------------------------------------------------------------------------------
 
+def _hub_revisions(cfg: GridConfig, chosen: dict[str, str], ranks: Dist, missing: dict[str, str]) -> dict[str, str]:
+    """The commit of each hub copy the grid reads, fetched once by rank 0 before any model (downloaded with
+    ``--download``; every rank then reads that cached snapshot): part of its cells' fingerprints, so cards of a
+    copy whose revision has moved are not reused. A copy that cannot be fetched joins ``missing`` (error cards)."""
+    found: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    if ranks.main:
+        p = cfg.protocol
+        for name in (d for d, source in chosen.items() if source == "hub"):
+            try:
+                found[name] = hub_revision(name, p.split_for(name), download=cfg.download,
+                                           benchmark_split=p.benchmark_splits)
+            except PmgaftError as err:
+                failed[name] = str(err)
+    found, failed = broadcast((found, failed), ranks)
+    missing.update(failed)
+    return found
+
+
 def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> list[dict[str, Any]]:
     """Evaluate every cell; returns the cards written (and, with ``skip_existing``, the ones reused)."""
     if cfg.precision not in PRECISIONS:
@@ -211,13 +243,18 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
     device = resolve_device(cfg.device)
     if AUTOCAST[cfg.precision] is not None and device.type != "cuda":
         raise PmgaftError(f"--precision {cfg.precision} (autocast) is for CUDA only; on the CPU use fp32.")
-    missing = preflight(models, cfg.protocol, out=cfg.out, data_root=cfg.data_root, download=cfg.download,
-                        trust_checkpoint=cfg.trust_checkpoint, allow_missing=cfg.allow_missing, defence=cfg.defence)
+    missing, chosen = preflight(models, cfg.protocol, out=cfg.out, data_root=cfg.data_root, download=cfg.download,
+                                trust_checkpoint=cfg.trust_checkpoint, allow_missing=cfg.allow_missing,
+                                source=cfg.source, defence=cfg.defence)
+    looked_for = "hub" if cfg.source == "hub" else DEFAULT_SOURCE  # what a missing set's error cards record
+    sources = {d: source_id(d, chosen.get(d, looked_for), d in DATA_SPECS and DATA_SPECS[d].offline)
+               for d in cfg.protocol.datasets}
     ranks, device = init_distributed(device, cfg.dist_timeout_s)
-    writer = _Writer(cfg, ranks, device, log)
+    writer = _Writer(cfg, ranks, device, log, sources)
     references = References()
     cards: list[dict[str, Any]] = []
     try:
+        writer.revisions = _hub_revisions(cfg, chosen, ranks, missing)
         for spec in models:
             cards += _run_model(spec, cfg, ranks, writer, missing, device, references)
         barrier(ranks)
@@ -235,7 +272,8 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
     model_info.update(name=spec.arch, sha256=spec.file_sha256, text_pretrained=spec.text_pretrained,
                       **spec.method(), **setup)
     defence = None if cfg.defence is None else {**cfg.defence.key(), "reference": reference_identity(spec, cfg.defence)}
-    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, defence)) for c in cells}
+    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, writer.sources[c.dataset], writer.revisions.get(c.dataset),
+                                    defence)) for c in cells}
     done = [c for c in cells if cfg.skip_existing and finished(c.path(cfg.out), fps[c])] if ranks.main else []
     done = set(broadcast(done, ranks))  # rank 0 decides what is finished; every rank follows
     cards: list[dict[str, Any]] = []
@@ -281,15 +319,24 @@ class _Prepared:
 
 
 def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], cfg: GridConfig, ranks: Dist,
-             device: torch.device, bar: tqdm) -> _Prepared:
+             device: torch.device, bar: tqdm, source: str) -> _Prepared:
     p = cfg.protocol
     split = p.split_for(dataset_name)
-    ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main,
-                      transform=p.transform, image_size=loaded.image_size)
-    prompts = get_prompts(dataset_name, p.prompts, classnames=ds.classes)
+    from_hub = source.startswith(HUB_PREFIX)
+    ds = load_dataset(dataset_name, cfg.data_root, split, download=cfg.download and ranks.main and not from_hub,
+                      transform=p.transform, image_size=loaded.image_size,
+                      source="hub" if from_hub else DEFAULT_SOURCE,
+                      skip_corrupt=cfg.skip_corrupt, benchmark_split=p.benchmark_splits)
+    lost = ds.hub.lost.to_dict() if ds.hub is not None else {"n_skipped": 0, "skipped": []}
+    prompts = get_prompts(dataset_name, p.prompts, classnames=ds.classes,
+                          shipped=ds.hub.text if ds.hub is not None else None)
+    n_raw = len(ds)
+    if prompts.label_map is not None:  # the protocol scores merged / fewer classes (e.g. TTC's 999-class ImageNet)
+        ds = ds.relabel(prompts.label_map, prompts.classnames)
     clf = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates,
                                    image_size=loaded.image_size, normalization=setup["normalization"],
-                                   logit_scale=setup["logit_scale"]).to(device).eval().requires_grad_(False)
+                                   logit_scale=setup["logit_scale"], antialias=p.resize_antialias,
+                                   ).to(device).eval().requires_grad_(False)
     dtype = AUTOCAST[cfg.precision]
     model = Autocast(clf, dtype) if dtype is not None else clf
     if cfg.compile:  # dynamic shapes: early exit and refill change the batch size from step to step
@@ -303,16 +350,23 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     t1 = time.perf_counter()
     reports = gather(decoded.report.to_dict(), ranks)
     n_skipped = sum(r["n_skipped"] for r in reports)
-    info = {"name": dataset_name, "split": split, "n": len(indices) - n_skipped, "n_total": len(ds),
+    info = {"name": dataset_name, "split": split, "source": ds.data_source, "n": len(indices) - n_skipped,
+            "n_total": len(ds),
             "num_classes": len(ds.classes), "subset_seed": p.seed if n is not None else None,
             "transform": p.transform, "image_size": loaded.image_size,
             "preprocessing": describe_transform(DATA_SPECS.get(dataset_name), p.transform, loaded.image_size),
             "location": str(getattr(ds, "location", "") or ""),
-            "corrupt": {"n_skipped": n_skipped,
-                        "skipped": [path for r in reports for path in r["skipped"]][:MAX_LISTED_CORRUPT]}}
+            "corrupt": {"n_skipped": n_skipped + lost["n_skipped"],  # a hub copy's lost samples count for the split
+                        "skipped": (lost["skipped"] + [path for r in reports for path in r["skipped"]])
+                        [:MAX_LISTED_CORRUPT]}}
+    if ds.hub is not None:
+        info["hub"] = ds.hub.to_dict()
+    if prompts.label_map is not None:
+        info["relabel"] = {"note": prompts.label_note, "n_raw": n_raw, "n_dropped": n_raw - len(ds),
+                           "num_raw_classes": prompts.num_raw_classes}
     shard = Shard(model, decoded, device, cfg.batch_size, len(ds.classes))
     clean_key = fingerprint([loaded.weights_hash, info, prompts.to_dict(), setup["normalization"],
-                             setup["logit_scale"], cfg.precision])
+                             setup["logit_scale"], cfg.precision] + (["antialias"] if p.resize_antialias else []))
     cpath = clean_path(cfg.out, label, dataset_name)
     cached = None
     if cfg.skip_existing and ranks.main:
@@ -341,7 +395,7 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
     t0 = time.time()
     prep, err = None, None
     try:
-        prep = _prepare(loaded, label, dataset, setup, cfg, ranks, device, bar)
+        prep = _prepare(loaded, label, dataset, setup, cfg, ranks, device, bar, writer.sources[dataset])
     except Exception as e:  # noqa: BLE001  (missing/unreadable data, prompts that do not fit, ...)
         err = e
     err = _agree(ranks, err)
@@ -366,7 +420,7 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
             cards += writer.errors([cell], model_info, fps, "attack", err, t1)
             continue
         fields, samples = result
-        card = _base_card(cell, cfg, model_info, fps[cell])
+        card = _base_card(cell, cfg, model_info, fps[cell], writer.sources[dataset])
         clean_ok = sum(samples["clean_correct"])  # the defended classifier's, in a defended cell
         n = len(samples["indices"])
         card.update(dataset=prep.info, prompts=prep.prompts, **fields, n=n, clean_correct=clean_ok,

@@ -2,13 +2,14 @@
 
 Two average rows as in the paper: over the zero-shot sets (every dataset but the fine-tuning sets: TinyImageNet
 and whatever set a model in the table was fine-tuned on, from its checkpoint metadata) and over all sets; each
-averages the datasets that have a result in that column.
+averages the datasets that have a result in that column. Cards evaluated under a protocol that names its own
+averaged sets (``Protocol.averaged``: agft's 15 with ImageNet, ttc's 16) add that protocol's average row.
 """
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pmgaft.data import DATASETS, PAPER_DATASETS
@@ -23,6 +24,7 @@ class Table:
     datasets: list[str]
     cells: dict[tuple[str, str], dict[str, Any]]  # (dataset, model) -> card
     fine_tune_sets: frozenset[str] = frozenset()  # excluded from the zero-shot average
+    protocol_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # protocol -> the sets it averages
 
     @property
     def scoring(self) -> str:
@@ -47,12 +49,22 @@ class Table:
         return 100 * card["robust_accuracy"], 100 * card["clean_accuracy"]
 
     def average(self, model: str, zero_shot_only: bool) -> tuple[float, float, int] | None:
-        vals = [v for d in self.datasets if not zero_shot_only or self.is_zero_shot(d)
-                for v in [self.value(d, model)] if isinstance(v, tuple)]
+        return self.average_over(model, [d for d in self.datasets if not zero_shot_only or self.is_zero_shot(d)])
+
+    def average_over(self, model: str, datasets: list[str] | tuple[str, ...]) -> tuple[float, float, int] | None:
+        """(robust, clean, count): the plain mean over those of ``datasets`` with a result for ``model``."""
+        vals = [v for d in datasets for v in [self.value(d, model)] if isinstance(v, tuple)]
         if not vals:
             return None
         return sum(r for r, _ in vals) / len(vals), sum(c for _, c in vals) / len(vals), len(vals)
 
+    def average_rows(self) -> list[tuple[str, str, list[tuple[float, float, int] | None]]]:
+        """(Markdown label, CSV label, per-model averages): zero-shot, all, then each protocol's own."""
+        rows = [("average (zero-shot)", "average_zero_shot", [self.average(m, True) for m in self.models]),
+                ("average (all)", "average_all", [self.average(m, False) for m in self.models])]
+        rows += [(f"average ({name} protocol, {len(sets)} sets)", f"average_{name}",
+                  [self.average_over(m, sets) for m in self.models]) for name, sets in self.protocol_sets.items()]
+        return rows
 
     def is_zero_shot(self, dataset: str) -> bool:
         """Every set but the fine-tuning ones: role "fine-tune" (TinyImageNet) or a model's training set."""
@@ -74,6 +86,9 @@ def build_tables(cards: list[dict[str, Any]]) -> list[Table]:
         if model not in t.models:
             t.models.append(model)
         t.cells[(dataset, model)] = card
+        protocol = card.get("config", {}).get("protocol", {})
+        if protocol.get("averaged"):
+            t.protocol_sets[protocol["name"]] = tuple(protocol["averaged"])
     evaluated = {}  # model label -> when its first cell was computed (the order given to `pmgaft eval`)
     for card in cards:
         stamp = str(card.get("run", {}).get("timestamp", ""))
@@ -95,8 +110,7 @@ def _fmt(v: tuple[float, float] | str | None) -> str:
 
 def _rows(t: Table) -> list[list[str]]:
     rows = [[d, *(_fmt(t.value(d, m)) for m in t.models)] for d in t.datasets]
-    for name, zs in (("average (zero-shot)", True), ("average (all)", False)):
-        avgs = [t.average(m, zs) for m in t.models]
+    for name, _, avgs in t.average_rows():
         if any(avgs):
             rows.append([f"**{name}**", *(f"**{a[0]:.2f}/{a[1]:.2f}** ({a[2]})" if a else "-" for a in avgs)])
     return rows
@@ -121,10 +135,9 @@ def to_csv(t: Table) -> str:
             v = t.value(d, m)
             row += [f"{v[0]:.2f}", f"{v[1]:.2f}"] if isinstance(v, tuple) else [v or "", v or ""]
         w.writerow(row)
-    for name, zs in (("average_zero_shot", True), ("average_all", False)):
+    for _, name, avgs in t.average_rows():
         row = [name]
-        for m in t.models:
-            a = t.average(m, zs)
+        for a in avgs:
             row += [f"{a[0]:.2f}", f"{a[1]:.2f}"] if a else ["", ""]
         w.writerow(row)
     return buf.getvalue()

@@ -1,6 +1,6 @@
 """Text-guided attention maps of a CLIP ViT, as TGA-ZSR (Yu et al., NeurIPS 2024) and Comp-TGA compute them.
 
-Step by step (PROTOCOLS.md §A), for [0, 1] images x and a text embedding t per image::
+Step by step (docs/protocols.md, tga-zsr), for [0, 1] images x and a text embedding t per image::
 
     F    = every output token (class + N patches) after ln_post and the projection   [B, 1 + N, D]
     F^   = F / ||F||_2 along the token axis (each channel normalized across tokens)  [B, 1 + N, D]

@@ -3,7 +3,7 @@ robustness.
 
     total = CE(z_adv, y) + alpha * mean_b ||A_tar(x_adv) - A_ori(x)||_2 + beta * mean_b ||A_tar(x) - A_ori(x)||_2
 
-A = the ground-truth class's text-guided attention map (:mod:`pmgaft.methods.attention`, PROTOCOLS.md §A:
+A = the ground-truth class's text-guided attention map (:mod:`pmgaft.methods.attention`, docs/protocols.md:
 tokens normalized along the token axis); alpha = 0.08, beta = 0.05, SGD lr 1e-4 (its ``defaults``). Its table
 run trains at batch 128 under fp16 autocast with the batch-mean attack: ``configs/tga-zsr/tga_zsr.yaml``.
 The train-time attack is CE-PGD on the target (``Method.attack``); ``--attack-reduction mean --precision fp16``

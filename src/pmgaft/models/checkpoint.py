@@ -28,6 +28,7 @@ from pmgaft.errors import PmgaftError
 from pmgaft.utils import atomic_write
 
 FORMAT = "pmgaft.weights/2"
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ModelRecord:
 
     arch: str | None = None
     quick_gelu: bool | None = None
-    normalization: str | None = None
+    normalization: str | Normalization | None = None  # a NORMALIZATIONS name, or (mean, std) of a hub config
     logit_scale: str | float | None = None
     method: str | None = None
     recipe: str | None = None

@@ -1,12 +1,15 @@
 """Load CLIP through open_clip -- built exactly as the weights were trained, from any common source.
 
 ``load_clip(name, pretrained)`` takes an open_clip hub tag (``openai``), a local weights file of any layout
-:mod:`pmgaft.models.files` reads (never executing code from it), or None (random init). It then
+:mod:`pmgaft.models.files` reads (never executing code from it), or None (random init). ``name`` may also be a
+hub model, ``hf-hub:ORG/NAME`` or ``local-dir:PATH`` (:mod:`pmgaft.models.hub_folder`): its
+``open_clip_config.json`` is the architecture and, with ``pretrained=None``, its weights file the weights. It then
 
 1. decides the **activation**: OpenAI CLIP was trained with QuickGELU, open_clip's ``ViT-B-32`` config uses GELU
-   (open_clip only warns). The evidence, strongest first: an explicit ``quick_gelu=``; pmgaft's checkpoint
-   metadata; the hub tag's ``quick_gelu`` flag; an OpenAI file (TorchScript archive, OpenAI's extra entries, the
-   TeCoA lineage's released checkpoints); the base weights of an image-tower-only file (``text_pretrained``); a
+   (open_clip only warns). The evidence, strongest first: an explicit ``quick_gelu=``; a hub model's
+   ``open_clip_config.json`` for its own weights; pmgaft's checkpoint metadata; the hub tag's ``quick_gelu``
+   flag; an OpenAI file (TorchScript archive, OpenAI's extra entries, the TeCoA lineage's released checkpoints);
+   the base weights of an image-tower-only file (``text_pretrained``); the hub config of a file's architecture; a
    ``-quickgelu`` architecture name. A plain state_dict that tells nothing gets the config's activation and a
    warning naming the choice;
 2. builds the architecture (``force_quick_gelu``) and loads the weights strictly; an image-tower-only file (FARE,
@@ -18,9 +21,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -34,9 +38,11 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN
 
 from pmgaft.errors import PmgaftError
 from pmgaft.models.architecture import matching_architectures
-from pmgaft.models.checkpoint import ModelRecord, checkpoint_record, model_record
+from pmgaft.models.checkpoint import ModelRecord, Normalization, checkpoint_record, model_record
 from pmgaft.models.fast import use_fast_kernels
 from pmgaft.models.files import CHECKPOINT_SUFFIXES, WeightsFile, read_weights
+from pmgaft.models.hub_folder import HF_HUB, HubModel, hub_name, hub_record, resolve_hub
+from pmgaft.models.hub_folder import hub_offline as _hub_offline, hub_reachable as _hub_reachable
 from pmgaft.utils import did_you_mean, resolve_device, state_dict_hash
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -59,7 +65,7 @@ class LoadedClip:
     weights_hash: str = field(repr=False)
     quick_gelu: bool = False
     activation_source: str = ""  # why this activation (for result cards and warnings)
-    normalization: str | None = None  # what the weights were trained with; None: unknown
+    normalization: str | Normalization | None = None  # what the weights were trained with; None: unknown
     logit_scale: str | float | None = None
     record: ModelRecord = field(default_factory=ModelRecord, repr=False)
     layout: str = ""  # the file layout the weights came from ("tag", "random", "safetensors", "released", ...)
@@ -103,6 +109,10 @@ def _looks_like_path(pretrained: str | os.PathLike) -> bool:
 def _source(name: str, pretrained: str | os.PathLike | None, trust: bool) -> _Source:
     if pretrained is None:
         return _Source("random init", None)
+    if hub_name(pretrained) is not None:
+        raise PmgaftError(f"{pretrained} is a hub model, not weights for {name!r}: name it as the model "
+                          f"(pmgaft: --model {pretrained} or --checkpoint {pretrained}; library: "
+                          f"load_clip({str(pretrained)!r})).")
     if _looks_like_path(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -116,7 +126,18 @@ def _source(name: str, pretrained: str | os.PathLike | None, trust: bool) -> _So
             return _Source(str(path), weights, True, f"OpenAI CLIP weights ({weights.layout} file)")
         return _Source(str(path), weights, None)
     tag = str(pretrained)
+    if hub_name(name) is not None:
+        raise PmgaftError(f"{name} carries its own weights: pretrained= takes only a weights file for its "
+                          f"architecture, not the open_clip tag {tag!r} (pmgaft: drop --pretrained).")
     return _Source(tag, read_weights(_fetch_tag(name, tag)), _tag_quick_gelu(name, tag), f"open_clip tag {tag!r}")
+
+
+def _hub_sources(hub: HubModel, pretrained: str | os.PathLike | None, trust: bool) -> tuple[_Source, _Source]:
+    """(the weights: the hub folder's own when ``pretrained`` is None; the config's activation, as evidence)."""
+    config = _Source(hub.name, None, hub.quick_gelu, f"open_clip_config.json of {hub.name}")
+    if pretrained is not None:
+        return _source(hub.name, pretrained, trust), config
+    return _Source(hub.name, read_weights(hub.weights, trust=trust), hub.quick_gelu, config.why), config
 
 
 def _tag_quick_gelu(name: str, tag: str) -> bool:
@@ -155,9 +176,10 @@ def _fetch_tag(name: str, tag: str) -> Path:
 
 # --- the activation -----------------------------------------------------------------------------------------
 
-def _decide_quick_gelu(name: str, explicit: bool | None, main: _Source, base: _Source | None) -> tuple[bool, str]:
-    evidence = [(s.quick_gelu, s.why) for s in (main, base) if s is not None and s.quick_gelu is not None]
-    if name.endswith(QUICK_GELU_SUFFIX):
+def _decide_quick_gelu(name: str, explicit: bool | None, main: _Source, *others: _Source | None
+                       ) -> tuple[bool, str]:
+    evidence = [(s.quick_gelu, s.why) for s in (main, *others) if s is not None and s.quick_gelu is not None]
+    if name.endswith(QUICK_GELU_SUFFIX) and hub_name(name) is None:
         evidence.append((True, f"the architecture {name!r}"))
     if explicit is not None:
         conflicting = [why for value, why in evidence if value != explicit]
@@ -202,12 +224,17 @@ def load_clip(name: str | None, pretrained: str | os.PathLike | None = None, *, 
     if not name:
         raise PmgaftError(f"no architecture given and {pretrained} does not record one: pass the model name "
                           f"(pmgaft: --model, e.g. ViT-B-32).")
-    if name not in open_clip.list_models():
+    hub = resolve_hub(name, weights=pretrained is None) if hub_name(name) is not None else None
+    if hub is None and name not in open_clip.list_models():
         raise PmgaftError(f"unknown model {name!r}.{_close_models(name)}")
-    main = _source(name, pretrained, trust_checkpoint)
+    if hub is not None:
+        name = hub.name
+        main, config = _hub_sources(hub, pretrained, trust_checkpoint)
+    else:
+        main, config = _source(name, pretrained, trust_checkpoint), None
     base = _source(name, text_pretrained, trust_checkpoint) if text_pretrained is not None else None
-    use_quick_gelu, why = _decide_quick_gelu(name, quick_gelu, main, base)
-    model = _create(name, use_quick_gelu)
+    use_quick_gelu, why = _decide_quick_gelu(name, quick_gelu, main, base, config)
+    model = _create(name, use_quick_gelu, hub)
     notes = list(main.weights.notes) if main.weights is not None else []
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -225,9 +252,12 @@ def load_clip(name: str | None, pretrained: str | os.PathLike | None = None, *, 
             tensors = {**{k: v for k, v in model.state_dict().items() if not k.startswith("visual.")}, **tensors}
         _load_strict(model, tensors, main.label, name)
     record = model_record(main.weights.metadata) if main.weights is not None else ModelRecord()
+    if hub is not None:  # the hub folder's own weights: its config decides; a file for its architecture: its metadata
+        record = hub_record(hub) if pretrained is None else \
+            replace(record, normalization=record.normalization or hub.normalization())
     model = model.to(device).eval()
     size = model.visual.image_size
-    return LoadedClip(model=model, tokenizer=open_clip.get_tokenizer(name), name=name,
+    return LoadedClip(model=model, tokenizer=_tokenizer(name, hub), name=name,
                       pretrained=None if pretrained is None else str(pretrained),
                       image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
                       weights_hash=state_dict_hash(model.state_dict())[:16], quick_gelu=use_quick_gelu,
@@ -240,13 +270,44 @@ def _tower_only_kind(w: WeightsFile) -> str:
     return "a TeCoA/PMG-AFT/TGA-ZSR release" if w.layout == "released" else "an image-tower-only state_dict"
 
 
-def _create(name: str, use_quick_gelu: bool) -> nn.Module:
-    if name.endswith(QUICK_GELU_SUFFIX) and not use_quick_gelu:
+def _create(name: str, use_quick_gelu: bool, hub: HubModel | None = None) -> nn.Module:
+    """The architecture, randomly initialised (a hub model: built by open_clip from its folder's config)."""
+    if hub is None and name.endswith(QUICK_GELU_SUFFIX) and not use_quick_gelu:
         raise PmgaftError(f"{name!r} always uses QuickGELU; for GELU use {name[: -len(QUICK_GELU_SUFFIX)]!r}.")
     with _quiet_open_clip():
-        model = open_clip.create_model(name, pretrained=None, device="cpu", force_quick_gelu=use_quick_gelu)
+        if hub is None:
+            model = open_clip.create_model(name, pretrained=None, device="cpu", force_quick_gelu=use_quick_gelu)
+        else:  # quick_gelu as a keyword overrides the config's value (which may be the string "TRUE")
+            model = open_clip.create_model(f"local-dir:{hub.folder}", load_weights=False, device="cpu",
+                                           quick_gelu=use_quick_gelu)
     use_fast_kernels(model.visual)  # same function, faster under autograd (pmgaft.models.fast)
     return model
+
+
+def _tokenizer(name: str, hub: HubModel | None) -> Callable[..., torch.Tensor]:
+    """open_clip's tokenizer for ``name``; a hub model's from its config (CLIP's BPE unless it names a Hugging
+    Face tokenizer, which needs ``transformers``)."""
+    if hub is None:
+        return open_clip.get_tokenizer(name)
+    if hub.hf_tokenizer is None:
+        return open_clip.get_tokenizer(f"local-dir:{hub.folder}")  # reads the config only: no network
+    try:
+        with contextlib.nullcontext() if _hub_reachable() else _hub_offline():
+            return open_clip.get_tokenizer(name if name.startswith(HF_HUB) else f"local-dir:{hub.folder}")
+    except ImportError as err:
+        raise PmgaftError(f"{name} uses the Hugging Face tokenizer {hub.hf_tokenizer!r}, which needs the "
+                          f"transformers package ({err}): pip install transformers.") from None
+    except Exception as err:  # noqa: BLE001  (tokenizer files missing from the cache, ...)
+        raise PmgaftError(f"{name}: cannot load its tokenizer {hub.hf_tokenizer!r}: {type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]}") from None
+
+
+def model_config(name: str) -> dict | None:
+    """open_clip's config of architecture ``name`` (a hub model: its ``model_cfg``); None when unknown."""
+    register_model_configs()
+    if hub_name(name) is not None:
+        return copy.deepcopy(resolve_hub(name, weights=False).model_cfg)
+    return open_clip.get_model_config(name)
 
 
 def _open_clip_keys(w: WeightsFile, model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
@@ -278,7 +339,7 @@ def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], label: str, name
                 if fits else " Is --model the architecture the checkpoint was trained with?")
         raise PmgaftError(f"checkpoint {label} does not fit model {name!r}: " + "; ".join(p for p in parts if p)
                           + "." + hint)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+    model.load_state_dict(sd, strict=True)  # copies cast in place: an fp16 file (OpenAI's) needs no fp32 copy
 
 
 def _close_models(name: str) -> str:
@@ -306,27 +367,3 @@ def _quiet_open_clip():
         yield
     finally:
         root.removeFilter(keep)
-
-
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    import socket
-
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    from huggingface_hub import constants
-
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old

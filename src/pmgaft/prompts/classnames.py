@@ -3,10 +3,10 @@
 Sources, in order of preference (see ``data/classnames.json`` ``_sources`` for the hand-transcribed lists):
 
 - open_clip ``IMAGENET_CLASSNAMES`` (OpenAI's curated ImageNet names) for ImageNet;
-- clip-benchmark's ``en_classnames.json`` for Caltech-101, EuroSAT, Flowers-102, Pets, PCAM, MNIST. Its lists are
-  already in torchvision's label order (unlike openai/CLIP's ``data/prompts.md``, whose EuroSAT and Pets lists
-  are in TFDS order) except Caltech-101: clip-benchmark's own Caltech101 keeps ``BACKGROUND_Google`` as label 0,
-  torchvision drops it, so we drop clip-benchmark's ``background`` entry;
+- clip-benchmark's ``en_classnames.json`` for Caltech-101, EuroSAT, Flowers-102, Pets, PCAM, Country211, MNIST.
+  Its lists are already in torchvision's label order (unlike openai/CLIP's ``data/prompts.md``, whose EuroSAT and
+  Pets lists are in TFDS order) except Caltech-101: clip-benchmark's own Caltech101 keeps ``BACKGROUND_Google`` as
+  label 0, torchvision drops it, so we drop clip-benchmark's ``background`` entry;
 - torchvision ``FashionMNIST.classes`` for Fashion-MNIST;
 - our ``classnames.json`` for the rest (CIFAR, STL-10, SUN397, Food-101, DTD, Aircraft, Cars, Caltech-256,
   TinyImageNet, whose names are open_clip's ImageNet names of its 200 wnids).
@@ -85,6 +85,7 @@ CLASSNAME_SOURCES: dict[str, NameSource] = {
     "caltech256": _ours("caltech256"),
     "stanford_cars": _ours("stanford_cars"),
     "pcam": _clip_benchmark("pcam"),  # label 1 = metastatic tissue
+    "country211": _clip_benchmark("country211"),  # in the sorted order of its ISO-code folders
     "tinyimagenet": NameSource(_tinyimagenet, f"pmgaft prompts/data/classnames.json['tinyimagenet']: "
                                               f"{data_json('classnames')['_sources']['tinyimagenet']}"),
     "fashion_mnist": NameSource(_fashion_mnist, "torchvision FashionMNIST.classes"),

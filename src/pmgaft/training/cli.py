@@ -8,6 +8,7 @@ Examples::
     pmgaft train --method pmg_aft --recipe paper --data-root data --out-dir runs/pmg_aft
     pmgaft train --config configs/pmg_aft.yaml --micro-batch 64          # batch 256 on a small GPU
     pmgaft train --config configs/tiny/pmg_aft.yaml --max-steps 20      # CPU smoke run
+    pmgaft train --config configs/imagenet/agft.yaml --dry-run          # every setting and its source
     pmgaft train --out-dir runs/pmg_aft --resume                        # continue it: nothing else needed
     torchrun --nproc_per_node 4 -m pmgaft train --config configs/pmg_aft.yaml   # see docs/distributed.md
 """
@@ -38,10 +39,12 @@ _CHOICES = {"method": list(METHODS), "recipe": list(RECIPES), "optimizer": list(
 # One line per config key: what it is and its units. The default (and what a recipe or method changes) is
 # appended by _help_for, so it cannot drift from RECIPES / Method.defaults.
 _HELP = {
-    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga",
+    "method": "training method: pmg_aft (the paper), tecoa (FT-adv), ft_clean, fare, tga_zsr, comp_tga, agft",
     "recipe": "preset of every paper setting: 'paper' (as written) or 'official' (the released PMG_AFT.py)",
-    "model": "open_clip architecture of the model to fine-tune",
-    "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init)",
+    "model": "open_clip architecture of the model to fine-tune, or a hub model to start from (hf-hub:ORG/NAME, "
+             "local-dir:PATH, or a name from `pmgaft models`: its own config and weights)",
+    "pretrained": "open_clip tag or checkpoint path of the starting weights ('none': random init; not used with a "
+                  "hub --model, which brings its weights)",
     "text_pretrained": "base weights (tag or file) whose text tower an image-tower-only --pretrained file (FARE, "
                        "TeCoA-lineage releases) was fine-tuned from",
     "quick_gelu": "build the architecture with QuickGELU (OpenAI CLIP's activation); default: what the starting "
@@ -53,14 +56,20 @@ _HELP = {
              "adversarial attention distance (default 0.08 / 0.10)",
     "beta": "weight of the second regularizer: PMG-AFT KL(P_clean||P_adv) (default 1), TGA-ZSR / Comp-TGA clean "
             "attention distance (default 0.05 / 0.07)",
+    "agft_scale": "AGFT's logit scale s of the trained model's logits in its loss and train-time attack (training "
+                  "only: evaluation keeps --logit-scale, CLIP's 100; default 180, the paper run's)",
+    "agft_ratio": "AGFT's teacher/student scale ratio rho: the original model's soft target is softmax(rho x s x "
+                  "cosine) (default 0.4, the paper run's)",
     "kl_reduction": "PMG-AFT KL terms: 'batchmean' (averaged over the batch) or 'sum' (summed, as the released code)",
     "kl_direction": "PMG-AFT KL direction: 'official' = KL(P_ori||P_adv), KL(P_clean||P_adv); 'reversed' = the "
                     "released code before its 2024-05-29 fix",
     "logit_scale": "zero-shot logits = SCALE x cosine: 'model' (CLIP's learned scale, 100) or a number (1 = raw "
                    "cosine)",
     "normalization": "input mean/std applied inside the model: 'clip' or 'imagenet'",
-    "prompt_style": "class prompts: 'train' = \"This is a photo of a {}\", 'paper' = per-dataset, 'ensemble'",
-    "transform": "image preprocessing preset ('train': Resize(256)+CenterCrop(224), native size for small images)",
+    "prompt_style": "class prompts: 'train' = \"This is a photo of a {}\", 'agft_train' = AGFT's \"This is a photo "
+                    "of a {}.\" (names not lower-cased), 'paper' = per-dataset, 'ensemble'",
+    "transform": "image preprocessing preset ('train': Resize(256)+CenterCrop(224), 'train224': AGFT's "
+                 "Resize(224)+CenterCrop(224); native size for small images)",
     "augment": "random resized crops and flips on the training images (not the paper's)",
     "val_size": "images held out of the training set for model selection (default: val_fraction of it)",
     "val_fraction": "fraction of the training set held out for model selection when val_size is not given",
@@ -148,6 +157,10 @@ def _flag_type(name: str, hint: typing.Any):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog, parser.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter  # exit statuses, run dir
     parser.add_argument("--config", help="YAML file of config keys (see configs/); flags override it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="resolve and check the settings, print each with where it comes from (recipe, method "
+                             "default, config file, flag) and the data the run would read, then exit: no model is "
+                             "built")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -170,7 +183,12 @@ def resume_command(run_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from pmgaft.training import TrainingStopped, latest_checkpoint, resolve_config, resume_config, train
 
-    given = {k: v for k, v in vars(args).items() if k != "config"}
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "dry_run")}
+    if args.dry_run:
+        from pmgaft.training.dryrun import print_plan
+
+        print_plan(given, args.config)
+        return 0
     config = resume_config(given, args.config) if given.get("resume") else resolve_config(given, args.config)
     rank0 = os.environ.get("RANK", "0") == "0"
     try:

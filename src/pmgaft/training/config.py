@@ -22,7 +22,7 @@ from pmgaft.data.transforms import PRESETS as TRANSFORMS
 from pmgaft.errors import PmgaftError
 from pmgaft.losses import KL_DIRECTIONS, KL_REDUCTIONS
 from pmgaft.methods import METHODS, AttackSettings, build_method
-from pmgaft.models import NORMALIZATIONS
+from pmgaft.models import NORMALIZATIONS, hub_name
 from pmgaft.prompts import PROMPT_STYLES
 from pmgaft.training.recipes import RECIPES
 from pmgaft.utils import did_you_mean, lookup, resolve_device
@@ -54,6 +54,8 @@ class TrainConfig:
     # objective
     alpha: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.08, comp_tga 0.10)
     beta: float | None = None  # None: the method's default (pmg_aft 1.0, tga_zsr 0.05, comp_tga 0.07)
+    agft_scale: float | None = None  # AGFT's training-only logit scale s (None: the method's default, 180)
+    agft_ratio: float | None = None  # AGFT's teacher/student scale ratio rho (None: the method's default, 0.4)
     kl_reduction: str = "batchmean"
     kl_direction: str = "official"
     logit_scale: str | float = "model"
@@ -162,15 +164,39 @@ def _numbers_from_strings(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
-    """Recipe defaults < the method's defaults < ``config_file`` < ``overrides`` (e.g. command-line flags)."""
+def config_layers(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None
+                  ) -> list[tuple[str, dict[str, Any]]]:
+    """Where settings come from, lowest precedence first: ``(source, values)`` for the recipe, the method's
+    defaults, ``config_file`` and ``overrides`` (the command-line flags); keys in none of them keep
+    :class:`TrainConfig`'s default."""
     overrides = dict(overrides or {})
     check_keys(overrides, "the arguments")
     file_values = read_config_file(config_file) if config_file is not None else {}
     layered = {**file_values, **overrides}
-    recipe = lookup(RECIPES, str(layered.get("recipe", "paper")), "recipe")
-    method = lookup(METHODS, str(layered.get("method", "pmg_aft")), "method")
-    config = TrainConfig(**{**recipe, **method.defaults, **layered})
+    recipe_name, method_name = str(layered.get("recipe", "paper")), str(layered.get("method", "pmg_aft"))
+    recipe = lookup(RECIPES, recipe_name, "recipe")
+    method = lookup(METHODS, method_name, "method")
+    layers = [(f"recipe {recipe_name}", dict(recipe)), (f"method {method_name} default", dict(method.defaults)),
+              (f"config file {config_file}", file_values), ("flag", overrides)]
+    model = {**recipe, **method.defaults, **layered}.get("model")
+    hub = hub_name(model) if isinstance(model, str) else None
+    if hub is not None:  # a hub model carries its own weights: the recipe's base tag does not apply to it
+        own_weights = {} if "pretrained" in layered else {"pretrained": None}
+        layers.append((f"hub model {model}", {"model": hub, **own_weights}))
+    return layers
+
+
+def setting_sources(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """``{key: where its value comes from}`` for every config key (the last layer that sets it wins)."""
+    sources = {name: "pmgaft default" for name in FIELD_NAMES}
+    for source, values in layers:
+        sources.update({key: source for key in values})
+    return sources
+
+
+def resolve_config(overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None) -> TrainConfig:
+    """Recipe defaults < the method's defaults < ``config_file`` < ``overrides`` (e.g. command-line flags)."""
+    config = TrainConfig(**{k: v for _, values in config_layers(overrides, config_file) for k, v in values.items()})
     validate(config)
     return config
 
@@ -201,6 +227,14 @@ def check_types(config: TrainConfig) -> None:
             raise PmgaftError(f"config key {f.name!r} must be {expected}, got {value!r}.")
 
 
+def relabel_refused(config: TrainConfig) -> PmgaftError:
+    """A prompt style that merges or drops classes of the training set cannot train: training scores every image
+    with the data's own labels."""
+    return PmgaftError(f"prompt_style {config.prompt_style!r} scores {config.dataset!r} with merged or dropped "
+                       f"classes (an evaluation protocol's label map), but training uses the data's own labels: "
+                       f"use prompt_style 'train', 'agft_train' or 'paper'.")
+
+
 def validate(config: TrainConfig) -> None:
     """Value checks that need no data or model (run before any work)."""
     check_types(config)
@@ -214,6 +248,8 @@ def validate(config: TrainConfig) -> None:
     lookup({r: r for r in ATTACK_REDUCTIONS}, config.attack_reduction, "attack_reduction")
     lookup(NORMALIZATIONS, config.normalization, "normalization")
     lookup(PROMPT_STYLES, config.prompt_style, "prompt_style")
+    if PROMPT_STYLES[config.prompt_style].relabel(config.dataset) is not None:  # a folder's is known from its files
+        raise relabel_refused(config)
     lookup(TRANSFORMS, config.transform, "transform")
     if config.logit_scale != "model" and not (isinstance(config.logit_scale, (int, float))
                                               and config.logit_scale > 0):

@@ -12,28 +12,34 @@ dataset positions of its images, which key their train-time attack's random star
 from __future__ import annotations
 
 import signal
+import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pmgaft.data import DATASETS, ImageDataset, load_dataset, make_transform, stratified_subset
 from pmgaft.errors import PmgaftError
-from pmgaft.training.config import TrainConfig
+from pmgaft.prompts import Prompts, get_prompts
+from pmgaft.training.config import TrainConfig, relabel_refused
+
+
+TRAIN_IMAGE_SIZE = 224  # the input side the training transforms are built for (the model resizes inside)
 
 
 @dataclass
 class TrainData:
     train: ImageDataset
     val: ImageDataset | None
-    classes: list[str]
+    classes: list[str]  # class keys in label order: ImageNet wnids where the loader has them, else names
 
 
 def load_train_data(config: TrainConfig) -> TrainData:
     """The training split of ``config.dataset`` minus a stratified, seeded validation split."""
     preset = "train_augment" if config.augment else config.transform
-    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset)
+    full = load_dataset(config.dataset, config.data_root, split="train", transform=preset,
+                        image_size=TRAIN_IMAGE_SIZE)
     if len(set(full.targets)) < 2:
         raise PmgaftError(f"training set {config.dataset!r} under {config.data_root} has images of "
                           f"{len(set(full.targets))} class; zero-shot fine-tuning needs at least 2 classes.")
@@ -49,11 +55,32 @@ def load_train_data(config: TrainConfig) -> TrainData:
         raise PmgaftError(f"batch_size {config.batch_size} is larger than the training split ({len(train)} images "
                           f"of {config.dataset!r} after holding out {len(val_idx)} for validation); lower "
                           f"--batch-size or --val-size.")
-    return TrainData(train, val, list(full.classes))
+    return TrainData(train, val, list(getattr(full, "wnids", None) or full.classes))
+
+
+def train_prompts(config: TrainConfig, classes: Sequence[str] | None) -> Prompts:
+    """The prompts of the training classes (``classes``: the loader's class keys, None when not listed).
+
+    A subset of a registered set (other classes) is named from its own class keys (ImageNet wnids by the style's
+    ImageNet names), with a warning. A style whose names merge or drop classes of the data (an evaluation
+    protocol's label map, e.g. ``ttc``'s 999-class ImageNet on a folder of ImageNet wnids) is refused: training
+    scores every image with the data's own labels.
+    """
+    try:
+        prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
+    except PmgaftError as err:
+        if classes is None:
+            raise
+        warnings.warn(f"{err} Naming the classes from the data (ImageNet wnids by the style's ImageNet names).",
+                      stacklevel=3)
+        prompts = get_prompts(f"folder:{config.dataset}", config.prompt_style, classnames=classes)
+    if prompts.label_map is not None:
+        raise relabel_refused(config)
+    return prompts
 
 
 def _eval_transform(config: TrainConfig) -> Any:
-    return make_transform(DATASETS.get(config.dataset), config.transform)
+    return make_transform(DATASETS.get(config.dataset), config.transform, TRAIN_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -115,7 +142,7 @@ class WithPositions(Dataset):
         return x, y, index
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary (a worker that
     died on the terminal's Ctrl-C would break the step in progress); they exit when it does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,7 +157,7 @@ def plan_steps(dataset: Dataset, plan: BatchPlan, start: int, end: int, num_work
     """``(step, micro-batches)`` for the optimizer steps ``start + 1 .. end`` (step s reads batch s - 1)."""
     loader = DataLoader(WithPositions(dataset), batch_sampler=PlanSampler(plan, start, end),
                         num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                        worker_init_fn=_ignore_stop_signals if num_workers else None)
+                        worker_init_fn=ignore_stop_signals if num_workers else None)
     micro: list[MicroBatch] = []
     step = start
     for batch in loader:

@@ -24,11 +24,10 @@ from pmgaft.data import ImageDataset
 from pmgaft.errors import PmgaftError
 from pmgaft.methods import Method, build_method
 from pmgaft.models import ZeroShotClassifier, all_finite, load_clip
-from pmgaft.prompts import get_prompts
 from pmgaft.training import checkpoint as ckpt
 from pmgaft.training import faults
 from pmgaft.training.config import TrainConfig, config_to_yaml, resolve_config, saved_values, validate
-from pmgaft.training.data import BatchPlan, load_train_data, plan_steps, resolve_grad_accum
+from pmgaft.training.data import BatchPlan, load_train_data, plan_steps, resolve_grad_accum, train_prompts
 from pmgaft.training.distributed import (Dist, collective_failure, env_rank, init_distributed, is_collective_error,
                                          shutdown, wrap_tower)
 from pmgaft.training.logger import RunLogger
@@ -315,13 +314,9 @@ def _finish(run: Path, progress: Progress, last_is_best: bool, end: int, total: 
 def _classifiers(config: TrainConfig, classes: list[str], device: torch.device, method: Any
                  ) -> tuple[ZeroShotClassifier, ZeroShotClassifier | None, bool]:
     """(target, frozen original or None, whether the architecture uses QuickGELU)."""
+    prompts = train_prompts(config, classes)  # before the model: bad prompts cost no model load
     loaded = load_clip(config.model, config.pretrained, device=device, text_pretrained=config.text_pretrained,
                        quick_gelu=config.quick_gelu, trust_checkpoint=config.trust_checkpoint)
-    try:
-        prompts = get_prompts(config.dataset, config.prompt_style, classnames=classes)
-    except PmgaftError as err:  # a subset of a registered set (other classes): its own names, the style's rules
-        warnings.warn(f"{err} Using the data's own class names.", stacklevel=3)
-        prompts = get_prompts(f"folder:{config.dataset}", config.prompt_style, classnames=classes)
     kwargs = {"normalization": config.normalization, "logit_scale": config.logit_scale}
     target = ZeroShotClassifier.build(loaded.model, loaded.tokenizer, prompts.classnames, prompts.templates, **kwargs)
     original = target.frozen_copy() if method.needs_original else None  # shares the (frozen) text tower

@@ -3,8 +3,9 @@ minutes of loading (one paragraph, exit 2).
 
 * the run directory can be written (rank 0, the only writer), and a new run does not overwrite an old one;
 * the training set is registered (or an existing ``folder:PATH``), has a train split, and its files are there;
-* the architecture is known, and ``pretrained`` / ``text_pretrained`` are open_clip tags of it or readable
-  weights files (the header is read, not the tensors).
+* the architecture is known (a hub model: its files are in the cache or fetched, a ``.bin`` safe to read), and
+  ``pretrained`` / ``text_pretrained`` are open_clip tags of it or readable weights files (the header is read,
+  not the tensors).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import open_clip
 from pmgaft.data import DATASETS
 from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.errors import PmgaftError
-from pmgaft.models import list_models, read_metadata
+from pmgaft.models import hub_name, list_models, read_metadata, resolve_hub
+from pmgaft.models.files import probe_weights
 from pmgaft.models.loading import _looks_like_path  # the loader's own rule for "a file, not a tag"
 from pmgaft.training.checkpoint import holds_run
 from pmgaft.training.config import TrainConfig
@@ -64,9 +66,15 @@ def check_dataset(config: TrainConfig) -> None:
 
 
 def check_weights(config: TrainConfig) -> None:
-    """``model`` is known; ``pretrained`` and ``text_pretrained`` are its tags or readable weights files."""
+    """``model`` is known (a hub model: its files are cached or fetched now); ``pretrained`` and
+    ``text_pretrained`` are its tags or readable weights files."""
+    hub = hub_name(config.model)
     models = list_models()
-    if config.model not in models:
+    if hub is not None:
+        probe = resolve_hub(hub, weights=config.pretrained is None).weights
+        if probe is not None:
+            probe_weights(probe, trust=config.trust_checkpoint)
+    elif config.model not in models:
         raise PmgaftError(f"unknown model {config.model!r}.{did_you_mean(config.model, models)}")
     for key in ("pretrained", "text_pretrained"):
         value = getattr(config, key)
@@ -76,6 +84,9 @@ def check_weights(config: TrainConfig) -> None:
         if _looks_like_path(value):
             _check_file(Path(value).expanduser(), flag)
             continue
+        if hub is not None:
+            raise PmgaftError(f"--model {config.model} carries its own weights: drop {flag} {value} (or give a "
+                              f"weights file of its architecture).")
         tags = open_clip.list_pretrained_tags_by_model(config.model)
         if value not in tags:
             raise PmgaftError(f"{flag} {value!r} is neither a file nor an open_clip tag of {config.model!r} "

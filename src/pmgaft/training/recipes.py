@@ -1,4 +1,4 @@
-"""``RECIPES``: the two named presets of every training setting in PAPER.md's table.
+"""``RECIPES``: the two named presets of every training setting in docs/training.md's recipe table.
 
 * ``paper`` (default): the method as the paper writes it -- logits = model logit scale (100) x cosine, KL terms
   averaged over the batch, CLIP normalization.

@@ -12,6 +12,7 @@ from pmgaft.attacks import pgd
 from pmgaft.data import ImageDataset
 from pmgaft.models import ZeroShotClassifier
 from pmgaft.training.config import TrainConfig
+from pmgaft.training.data import ignore_stop_signals
 
 
 def validate(model: ZeroShotClassifier, val: ImageDataset, config: TrainConfig, device: torch.device,
@@ -22,7 +23,9 @@ def validate(model: ZeroShotClassifier, val: ImageDataset, config: TrainConfig, 
     settings = config.attack_settings()
     correct_clean = correct_robust = n = 0
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    for x, y in DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=0):
+    workers = config.num_workers  # decoding a held-out split of ImageNet train takes the loader workers too
+    for x, y in DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers,
+                           worker_init_fn=ignore_stop_signals if workers else None):
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
             correct_clean += (model(x).argmax(1) == y).sum().item()

@@ -9,7 +9,8 @@ calls ``pmgaft train`` / ``eval`` / ``report`` make. A finished run is not retra
 and the evaluation reuses finished cells: an interrupted reproduction continues where it stopped.
 
 The cost estimate multiplies image counts by per-image seconds *measured* by ``pmgaft bench`` on the device
-that will run the job (:func:`pmgaft.bench.costs.per_image_costs`), never by constants: see :func:`estimate`.
+that will run the job (:func:`pmgaft.bench.costs.per_image_costs`), never by constants, and each attack's model
+passes by what its registry entry says it runs (:attr:`pmgaft.attacks.AttackSpec.passes`): see :func:`estimate`.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pmgaft.attacks import ATTACKS, Passes
 from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.grid import cells_for
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
+from pmgaft.methods import METHODS
 
 BASE = "clip"  # the pre-trained model, evaluated as is
-TRAINED = ("ft_clean", "tecoa", "fare", "pmg_aft", "tga_zsr", "comp_tga")
-AA_SURVIVORS = 0.3  # fraction of images AutoAttack's costly stages still see after APGD-CE (an assumption)
-AA_STEPS = 100 + AA_SURVIVORS * (900 + 900)  # APGD-CE 100, then APGD-T and FAB-T 9 targets x 100 on survivors
-SQUARE_QUERIES = 5000  # forward passes per surviving image
+TRAINED = tuple(name for name, cls in METHODS.items() if cls.trainable)
+SURVIVORS = 0.3  # fraction of images a multi-stage attack's later stages still see (an assumption: AutoAttack
+#                  runs APGD-T, FAB-T and Square only on the images APGD-CE left robust)
 
 
 @dataclass
@@ -45,22 +48,24 @@ class Plan:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, required=True,
-                        help="folder holding TinyImageNet and the 15 zero-shot test sets (see `pmgaft datasets`)")
+                        help="folder holding the configs' training set (TinyImageNet; ImageNet for "
+                             "configs/imagenet) and the protocol's test sets (see `pmgaft datasets`)")
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (default: ViT-B-32)")
     parser.add_argument("--pretrained", default="openai",
                         help="open_clip tag or weights file of the starting / reference CLIP (default: openai)")
     parser.add_argument("--methods", nargs="+", choices=[BASE, *TRAINED],
                         default=[BASE, "ft_clean", "tecoa", "fare", "pmg_aft", "tga_zsr"],
                         help="methods to train and evaluate; 'clip' = the pre-trained model as is (default: the "
-                             "paper's six)")
+                             "paper's six; agft: with --configs configs/imagenet)")
     parser.add_argument("--recipe", choices=["paper", "official"], default="paper",
                         help="training recipe: 'paper' (as written) or 'official' (the released PMG_AFT.py) "
                              "(default: paper)")
     parser.add_argument("--configs", type=Path, default=Path("configs"),
                         help="folder of the per-method training configs METHOD.yaml (default: ./configs; the "
-                             "table's runs: configs/tga-zsr)")
+                             "table's runs: configs/tga-zsr; ImageNet fine-tuning, agft included: "
+                             "configs/imagenet)")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="paper",
-                        help="evaluation protocol (default: paper; the 16-set table's: tga-zsr)")
+                        help="evaluation protocol (default: paper; the 16-set table's: tga-zsr; AGFT's: agft)")
     parser.add_argument("--out", type=Path, default=Path("reproduce"),
                         help="output folder: runs/, results/ and report/ go under it (default: ./reproduce)")
     parser.add_argument("--n-samples", type=int,
@@ -83,7 +88,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         path = args.configs / f"{method}.yaml"
         if not path.is_file():
             raise PmgaftError(f"no training config for {method!r}: {path} does not exist (see --configs; "
-                              f"configs/tga-zsr has tecoa, tga_zsr and comp_tga).")
+                              f"configs/tga-zsr has tecoa, tga_zsr and comp_tga, configs/imagenet every method "
+                              f"but ft_clean).")
         overrides = {"method": method, "recipe": args.recipe, "model": args.model, "pretrained": args.pretrained,
                      "data_root": str(args.data_root), "out_dir": str(args.out / "runs" / method),
                      "device": args.device}
@@ -106,30 +112,52 @@ def _images(protocol: Protocol) -> dict[str, int]:
     return counts
 
 
+def _training_images(config: Any) -> int | None:
+    """The standard image count of a config's training set (None: not a registered set, e.g. ``folder:``)."""
+    return DATASETS[config.dataset].size("train") if config.dataset in DATASETS else None
+
+
+def attack_passes(protocol: Protocol, dataset: str) -> Passes:
+    """Model passes per image of every attack cell of ``dataset`` under ``protocol`` (the grid's cells), from each
+    attack's registry metadata at the set's class count; a later stage counts for the :data:`SURVIVORS` share."""
+    total = Passes()
+    for cell in cells_for("m", dataset, protocol):
+        spec = ATTACKS[cell.attack]
+        if spec.passes is None:
+            raise PmgaftError(f"no cost estimate for attack {cell.attack!r}: its registry entry (pmgaft.attacks."
+                              f"ATTACKS) does not say how many model passes it runs (AttackSpec.passes); drop "
+                              f"--bench or the attack.")
+        for k, stage in enumerate(spec.passes(cell.steps, DATASETS[dataset].num_classes)):
+            total = total + (stage if k == 0 else SURVIVORS * stage)
+    return total
+
+
 def estimate(plan: Plan, costs: Any) -> dict[str, Any]:
     """GPU-hours from measured per-image seconds (``costs``: :class:`pmgaft.bench.costs.PerImageCosts`).
 
-    Training: the method's measured seconds per training image x training-set images x epochs. Evaluation, per
-    model and image: one clean forward; PGD/CW: ``steps`` attack steps (an upper bound: early exit stops at the
-    first misclassified iterate); AutoAttack: APGD-CE's 100 steps, then APGD-T and FAB-T on the ~30% it leaves
-    (9 targets x 100 steps each) and Square's 5000 forward passes.
+    Training: the method's measured seconds per training image x the images of its config's training set x
+    epochs. Evaluation, per model and image: one clean forward, then for every attack cell the passes its registry
+    entry gives (:func:`attack_passes`) -- gradient passes at the measured PGD step, forward passes at the measured
+    clean forward. PGD/CW count every step (with worst-case scoring, early exit stops at the first misclassified
+    iterate); AutoAttack's later stages count on the :data:`SURVIVORS` share of the images.
     """
     train = {}
     for method, config in plan.trainings.items():
         if method not in costs.train_step:
             raise PmgaftError(f"the bench figures hold no training step for {method!r}: rerun `pmgaft bench` with "
                               f"--method {method}.")
-        size = DATASETS[config.dataset].size("train") if config.dataset in DATASETS else None
-        train[method] = costs.train_step[method] * (size or 0) * config.epochs / 3600
-    per_image = costs.clean_forward
-    for attack in plan.protocol.attacks:
-        if attack in ("pgd", "cw"):
-            per_image += sum(plan.protocol.steps) * len(plan.protocol.eps) * costs.pgd_step
-        elif attack in ("autoattack", "apgd-ce-dlr"):
-            extra = AA_SURVIVORS * SQUARE_QUERIES * costs.clean_forward if attack == "autoattack" else 0.0
-            per_image += len(plan.protocol.eps) * (AA_STEPS * costs.pgd_step + extra)
-    images = sum(_images(plan.protocol).values())
-    return {"train_hours": train, "eval_hours": len(plan.models) * images * per_image / 3600, "images": images,
+        images = _training_images(config)
+        if images is None:
+            raise PmgaftError(f"no cost estimate for training {method!r}: its training set {config.dataset!r} has no "
+                              f"standard image count (a registered dataset has one); drop --bench.")
+        train[method] = costs.train_step[method] * images * config.epochs / 3600
+    counts = _images(plan.protocol)
+    seconds = 0.0
+    for dataset, images in counts.items():
+        passes = attack_passes(plan.protocol, dataset)
+        seconds += images * (costs.clean_forward + passes.gradients * costs.pgd_step
+                             + passes.forwards * costs.clean_forward)
+    return {"train_hours": train, "eval_hours": len(plan.models) * seconds / 3600, "images": sum(counts.values()),
             "source": costs.source}
 
 
@@ -137,8 +165,10 @@ def _print_plan(plan: Plan, cost: dict[str, Any] | None, args: argparse.Namespac
     print(f"pmgaft reproduce: {len(plan.trainings)} training run(s), {len(plan.models)} model(s) evaluated with "
           f"--protocol {plan.protocol.name} -> {plan.out}")
     for method, config in plan.trainings.items():
+        size = _training_images(config)
         print(f"  train {method:<9} {args.configs / (method + '.yaml')} (recipe {config.recipe}, lr {config.lr:g}, "
-              f"batch {config.batch_size}, {config.epochs} epochs) -> {config.out_dir}")
+              f"batch {config.batch_size}, {config.epochs} epochs) on {config.dataset}"
+              f"{f' ({size:,} images)' if size else ''} -> {config.out_dir}")
     counts = _images(plan.protocol)
     print(f"  evaluate {', '.join(plan.models)} on {len(counts)} sets ({sum(counts.values()):,} images per model), "
           f"attacks {', '.join(plan.protocol.attacks)} at eps {', '.join(f'{e:g}' for e in plan.protocol.eps)}/255")
@@ -152,8 +182,8 @@ def _print_plan(plan: Plan, cost: dict[str, Any] | None, args: argparse.Namespac
           f"batch {src.get('batch_size')}, {src.get('precision')}):")
     for method, hours in cost["train_hours"].items():
         print(f"  train {method:<9} {hours:8.2f} GPU-h")
-    print(f"  evaluate        {cost['eval_hours']:8.2f} GPU-h (upper bound: PGD early exit and AutoAttack's survivors "
-          f"at {AA_SURVIVORS:.0%} cut it)")
+    print(f"  evaluate        {cost['eval_hours']:8.2f} GPU-h (AutoAttack's later stages on {SURVIVORS:.0%} of the "
+          f"images; worst-case scoring's early exit cuts PGD)")
     print(f"  total           {sum(cost['train_hours'].values()) + cost['eval_hours']:8.2f} GPU-h")
 
 
