@@ -101,6 +101,43 @@ def test_resume_reuses_the_defended_cells(runs, tmp_path, monkeypatch):
     assert again == {p: without_run(c) for p, c in cards(reference).items()}
 
 
+def test_defended_cw_cells_use_the_protocols_capped_margin(tmp_path, monkeypatch):
+    """--cw-kappa (the agft/ttc protocols' cap) binds the margin of the defended cells' attacks too."""
+    from pmgaft.evaluation import defended as defended_module
+
+    losses = []
+    real = defended_module.pgd
+
+    def recording(*a, **k):
+        losses.append(k["loss"])
+        return real(*a, **k)
+    monkeypatch.setattr(defended_module, "pgd", recording)
+    out = tmp_path / "results"
+    assert main(["eval", "--model", "pmgaft-micro", "--datasets", "digits", "--attacks", "cw", "--cw-kappa", "0.5",
+                 "--eps", "2", "--steps", "1", "--n-samples", "4", "--out", str(out), "--no-progress",
+                 "--defence", "random-noise", "--eot-samples", "1"]) == 0
+    assert losses and all(loss.func.__name__ == "margin" and loss.keywords == {"kappa": 0.5} for loss in losses)
+    found = cards(out)
+    for stem in ("cw1_eps2", "cw1_eps2_random-noise", "cw1_eps2_random-noise-adaptive"):
+        assert found[f"pmgaft-micro/digits/{stem}.json"]["attack"]["kappa"] == 0.5
+
+
+def test_the_reference_tower_preprocesses_as_the_classifier():
+    """tau compares embeddings of the same preprocessed image: the reference gets the classifier's resize (with
+    the agft protocol's antialias), normalization and input size."""
+    import torch
+
+    from pmgaft.evaluation.defended import reference_encoder
+    from pmgaft.models import ZeroShotClassifier
+
+    clf = ZeroShotClassifier(torch.nn.Identity(), torch.eye(3), image_size=32, normalization="imagenet",
+                             logit_scale=50.0, antialias=True)
+    ref = reference_encoder(clf, torch.nn.Identity(), None)
+    x = torch.rand(2, 3, 20, 20)
+    assert ref.antialias and ref.image_size == 32 and ref.logit_scale == 50.0
+    assert torch.equal(ref.preprocess(x), clf.preprocess(x))
+
+
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
 def test_every_protocol_takes_the_defence(tmp_path, protocol):
     out = tmp_path / "results"
@@ -148,6 +185,7 @@ def test_the_tau_reference_of_fine_tuned_models(tmp_path):
     (["--ttc-eps", "4"], "add --defence"),
     (["--defence", "random-noise", "--ttc-steps", "2"], "--ttc-steps does not apply to --defence random-noise"),
     (["--defence", "ttc", "--attacks", "pgd", "autoattack"], "cannot wrap autoattack"),
+    (["--defence", "ttc", "--attacks", "apgd-ce-dlr-eot"], "cannot wrap apgd-ce-dlr-eot"),
     (["--defence", "ttc", "--checkpoint", "CKPT"], "needs the original CLIP image tower"),
     (["--defence", "ttc", "--checkpoint", "CKPT", "--ttc-reference", "/nowhere/base.safetensors"], "does not exist"),
 ])

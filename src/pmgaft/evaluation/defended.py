@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from pmgaft.attacks import ATTACKS, pgd, sample_seeds
+from pmgaft.attacks.losses import AttackLoss
 from pmgaft.attacks.pgd import resolve_loss
 from pmgaft.defences import DEFENCES, DefenceSpec, adaptive_settings, eot_pgd, stream_seeds
 from pmgaft.errors import PmgaftError
@@ -163,7 +164,8 @@ def reference_encoder(classifier: ZeroShotClassifier, clip_model: torch.nn.Modul
     """The reference image tower with the classifier's own resize and normalization (and autocast)."""
     encoder = ZeroShotClassifier(clip_model, classifier.text_embeddings, image_size=classifier.image_size,
                                  normalization=(classifier.mean.flatten().tolist(), classifier.std.flatten().tolist()),
-                                 logit_scale=classifier.logit_scale).eval().requires_grad_(False)
+                                 logit_scale=classifier.logit_scale, antialias=classifier.antialias,
+                                 ).eval().requires_grad_(False)
     return Autocast(encoder, dtype) if dtype is not None else encoder
 
 
@@ -253,7 +255,7 @@ def defended_cell(ds: DefendedShard, cell: Cell, protocol: Protocol, ranks: Dist
     else:
         adaptive = ds.config.spec.adaptive_attacks(ds.config.settings) if cell.adaptive else []
         attacks = [a.name for a in adaptive] + ["transfer"]
-        outcomes = _attack(ds, cell, spec.loss, clean, scoring, protocol, ranks, progress)
+        outcomes = _attack(ds, cell, spec.objective(protocol), clean, scoring, protocol, ranks, progress)
     return _fields_and_samples(ds, cell, protocol, scoring, clean, attacks, outcomes)
 
 
@@ -261,9 +263,10 @@ def _draws(ds: DefendedShard) -> int:
     return ds.config.eot_samples if ds.config.spec.randomized(ds.config.settings) else 1  # deterministic: 1 is exact
 
 
-def _attack(ds: DefendedShard, cell: Cell, loss: str, clean: dict[str, list], scoring: str, protocol: Protocol,
-            ranks: Dist, progress: Progress | None) -> dict[int, dict[str, _Outcome]]:
-    """position -> {attack name: the defended outcome of its output}, for the samples the scoring attacks."""
+def _attack(ds: DefendedShard, cell: Cell, loss: str | AttackLoss, clean: dict[str, list], scoring: str,
+            protocol: Protocol, ranks: Dist, progress: Progress | None) -> dict[int, dict[str, _Outcome]]:
+    """position -> {attack name: the defended outcome of its output}, for the samples the scoring attacks;
+    ``loss``: the attack's objective with the protocol's parameters bound (e.g. CW's capped kappa)."""
     s = ds.shard
     correct = dict(zip(clean["indices"], clean["clean_correct"]))
     rows = [r for r, p in enumerate(s.positions) if scoring == "final" or correct[p]]
@@ -317,7 +320,7 @@ def _fields_and_samples(ds: DefendedShard, cell: Cell, protocol: Protocol, scori
     spec, settings = ATTACKS[cell.attack], ds.config.settings
     attack = {"name": cell.attack, "id": cell.attack_id, "eps": cell.eps, "eps_255": cell.eps_255,
               "steps": cell.steps if spec.iterative else None, "scoring": scoring, "early_exit": False,
-              "adaptive": cell.adaptive, **spec.describe(ds.shard.num_classes)}
+              "adaptive": cell.adaptive, **spec.describe(ds.shard.num_classes), **spec.loss_settings(protocol)}
     if spec.iterative:
         attack.update(step_size=protocol.step_size / 255, step_size_255=protocol.step_size,
                       reduction=protocol.attack_reduction)
