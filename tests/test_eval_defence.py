@@ -138,6 +138,20 @@ def test_the_reference_tower_preprocesses_as_the_classifier():
     assert torch.equal(ref.preprocess(x), clf.preprocess(x))
 
 
+def test_dry_run_lists_the_defended_cells_and_refuses_what_the_run_refuses(tmp_path, capsys):
+    argv = ["eval", "--protocol", "ttc", "--defence", "ttc", "--dry-run", "--data-root", str(tmp_path)]
+    assert main([*argv, "--attacks", "pgd", "cw"]) == 0
+    out = capsys.readouterr().out
+    assert "defence: ttc (" in out and "eps 4/255, step_size 1/255, steps 2, beta 2, tau_thres 0.2" in out
+    assert ("cells per model and dataset: pgd10_eps1, cw10_eps1, none_eps0_ttc, pgd10_eps1_ttc, "
+            "pgd10_eps1_ttc-adaptive, cw10_eps1_ttc, cw10_eps1_ttc-adaptive\n") in out
+    assert main(argv) == 2  # the protocol's APGD cannot be wrapped: the plan, then the run's own refusal
+    captured = capsys.readouterr()
+    assert "cifar10: split test" in captured.out and "apgd-ce-dlr_eps1_ttc" not in captured.out
+    assert ("--defence ttc cannot wrap apgd-ce-dlr: its adaptive attacks re-run the attack's PGD loss through the "
+            "defence (pgd, cw only); pass --attacks pgd cw or evaluate without --defence.") in captured.err
+
+
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
 def test_every_protocol_takes_the_defence(tmp_path, protocol):
     out = tmp_path / "results"

@@ -2,7 +2,8 @@
 
 eps and step sizes are given in 1/255 units and converted once, in the grid. A protocol preset
 (``--protocol``) fills every setting; each flag given explicitly overrides it. ``--dry-run`` prints what the
-protocol scores per dataset (split, image count, preprocessing, prompts) and exits.
+protocol scores per dataset (split, image count, preprocessing, prompts) and exits; with ``--defence``, also the
+defended cells and the defence's settings (and, like the run, a refusal of attacks the defence cannot wrap).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pmgaft.data import SOURCES, TRANSFORM_PRESETS
 from pmgaft.data.sources import DEFAULT_SOURCE
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation import defence_args
+from pmgaft.evaluation.defended import unwrappable_attack
 from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
 from pmgaft.evaluation.models import model_specs
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
@@ -173,7 +175,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from pmgaft.evaluation.dryrun import print_plan
 
-        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source)
+        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source, defence=defence)
+        refusal = unwrappable_attack(protocol, defence)
+        if refusal:  # the run itself would stop here, before any work
+            raise PmgaftError(f"{refusal}.")
         return 0
     resolve_device(args.device)  # malformed or unavailable: a PmgaftError before any work
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label, quick_gelu=args.quick_gelu,

@@ -169,17 +169,26 @@ def reference_encoder(classifier: ZeroShotClassifier, clip_model: torch.nn.Modul
     return Autocast(encoder, dtype) if dtype is not None else encoder
 
 
+def unwrappable_attack(protocol: Protocol, config: DefenceConfig | None) -> str | None:
+    """The sentence refusing the protocol's attacks the defence cannot wrap (None: it wraps them all)."""
+    if config is None:
+        return None
+    unwrappable = [a for a in protocol.attacks if not config.spec.can_wrap(ATTACKS[a])]
+    if not unwrappable:
+        return None
+    wrappable = [n for n, a in ATTACKS.items() if config.spec.can_wrap(a) and not a.is_clean]
+    keep = [a for a in protocol.attacks if a not in unwrappable]
+    fix = f"--attacks {' '.join(keep)}" if keep else f"--attacks {' '.join(wrappable)}"
+    return (f"--defence {config.name} cannot wrap {', '.join(unwrappable)}: its adaptive attacks re-run the "
+            f"attack's PGD loss through the defence ({', '.join(wrappable)} only); pass {fix} or evaluate without "
+            f"--defence")
+
+
 def defence_problems(models: list[ModelSpec], protocol: Protocol, config: DefenceConfig | None) -> list[str]:
     """Attacks the defence cannot wrap, and models whose tau reference cannot be determined (preflight)."""
     if config is None:
         return []
-    problems = []
-    unwrappable = [a for a in protocol.attacks if not config.spec.can_wrap(ATTACKS[a])]
-    if unwrappable:
-        wrappable = [n for n, a in ATTACKS.items() if config.spec.can_wrap(a)]
-        problems.append(f"--defence {config.name} cannot wrap {', '.join(unwrappable)}: its adaptive attacks re-run "
-                        f"the attack's PGD loss through the defence ({', '.join(wrappable)}); drop "
-                        f"{'it' if len(unwrappable) == 1 else 'them'} from --attacks or evaluate without --defence")
+    problems = [p for p in [unwrappable_attack(protocol, config)] if p]
     for spec in models:
         try:
             reference_spec(spec, config)

@@ -80,7 +80,8 @@ class GridConfig:
 
 def cells_for(model: str, dataset: str, p: Protocol, defence: DefenceConfig | None = None) -> list[Cell]:
     """The cells of one (model, dataset): a clean-only attack once; iterative ones per (steps, eps); else per eps.
-    With a ``defence``, then: the defended clean cell, and each attack cell non-adaptive and adaptive."""
+    With a ``defence``, then: the defended clean cell, and each attack cell it can wrap non-adaptive and adaptive
+    (preflight refuses the others)."""
     cells: list[Cell] = []
     for attack in p.attacks:
         spec = ATTACKS[attack]
@@ -91,7 +92,7 @@ def cells_for(model: str, dataset: str, p: Protocol, defence: DefenceConfig | No
         else:
             cells += [Cell(model, dataset, attack, e, 0) for e in p.eps]
     if defence is not None:
-        attacked = [c for c in cells if not ATTACKS[c.attack].is_clean]
+        attacked = [c for c in cells if not ATTACKS[c.attack].is_clean and defence.spec.can_wrap(ATTACKS[c.attack])]
         cells.append(Cell(model, dataset, "none", 0.0, 0, defence.name))
         cells += [replace(c, defence=defence.name, adaptive=adaptive) for c in attacked for adaptive in (False, True)]
     return cells
