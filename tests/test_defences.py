@@ -183,5 +183,6 @@ def test_adaptive_attack_beats_the_non_adaptive_one(digits_clip):
 
     def accuracy(images):
         with torch.no_grad():
-            return (model(ttc(model, images, seeds=stream_seeds(0, positions, "defence"))).argmax(1) == y).float().mean()
+            defended = ttc(model, images, seeds=stream_seeds(0, positions, "defence"))
+            return (model(defended).argmax(1) == y).float().mean()
     assert accuracy(adaptive) < accuracy(transfer)

@@ -47,7 +47,8 @@ def test_defended_cards_for_both_threat_models_beside_unchanged_ones(runs):
         stem = f"pmgaft-micro/digits/{attack}2_eps4_ttc"
         non, ada = found[f"{stem}.json"], found[f"{stem}-adaptive.json"]
         assert non["attack"]["adaptive"] is False and ada["attack"]["adaptive"] is True
-        assert non["fingerprint"] != ada["fingerprint"] != found[f"pmgaft-micro/digits/{attack}2_eps4.json"]["fingerprint"]
+        undefended = found[f"pmgaft-micro/digits/{attack}2_eps4.json"]
+        assert non["fingerprint"] != ada["fingerprint"] != undefended["fingerprint"]
         assert set(ada["robust_accuracy_by_attack"]) == {"e2e", "bpda", "tau", "transfer"}
         assert ada["attack"]["adaptive_attacks"]["e2e"]["eot_samples"] == 2
         assert ada["robust_accuracy"] <= min(ada["robust_accuracy_by_attack"].values())

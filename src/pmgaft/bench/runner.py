@@ -3,8 +3,8 @@
 Order: the GEMM peak; per training method its real step (round-robin with the released-recipe reference for
 pmg_aft and with the ``--variant`` patched step, so a change in machine load hits them alike); PGD-k and clean
 inference round-robin; with ``defence``, the test-time defences' prediction and the adaptive attacks on TTC
-round-robin with their undefended twins (``defence:none``, ``defence:pgd``); data loading. The GEMM peak is measured again after each group; the highest is the MFU
-denominator (a busy machine lowers a single measurement).
+round-robin with their undefended twins (``defence:none``, ``defence:pgd``); data loading. The GEMM peak is
+measured again after each group; the highest is the MFU denominator (a busy machine lowers a single measurement).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ Layout under a results directory::
 
 ``attack_id`` is the attack name plus its step count for iterative attacks (``pgd100``, ``cw10``,
 ``autoattack``, ``none``); ``k`` is eps in 1/255 units (``1``, ``0.5``). Cards of a defended classifier
-(``pmgaft eval --defence ttc``) carry a ``defence`` block and ``attack.adaptive`` (the threat model). Everything that varies between two
-identical runs (time stamps, duration, host, device, world size) lives under ``"run"``.
+(``pmgaft eval --defence ttc``) carry a ``defence`` block and ``attack.adaptive`` (the threat model). Everything
+that varies between two identical runs (time stamps, duration, host, device, world size) lives under ``"run"``.
 
 Version 2 (vs 1) records how robust accuracy was scored (``attack.scoring``: ``worst`` = clean-correct and
 correct at every iterate, ``final`` = the final iterate of every image), whether PGD stopped early, the attack's
