@@ -112,3 +112,15 @@ def test_bad_flags_fail_up_front_with_a_message(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert f"{flag} must be" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_defence_sentence_is_computed_from_the_numbers():
+    from pmgaft.quickstart.defence import defence_sentence
+
+    # clean, robust, clean (defence), robust non-adaptive, robust adaptive
+    fell = defence_sentence({"original": [92.5, 28.5, 20.0, 47.5, 5.0]}, defence="ttc")
+    assert ("from 28.5% to 47.5%" in fell and "keeps 5.0%, below the undefended 28.5%: all 19.0 points gained are "
+            "gone and 23.5 more, so the defence does NOT hold" in fell)
+    held = defence_sentence({"original": [90.0, 20.0, 85.0, 40.0, 35.0]}, defence="ttc")
+    assert "keeps 35.0%, 5.0 of the 20.0 points gained are gone, so the defence holds" in held
+    assert "does not lift" in defence_sentence({"original": [90.0, 20.0, 85.0, 15.0, 10.0]}, defence="ttc")

@@ -98,7 +98,9 @@ def defence_sentence(rows: dict[str, list[float | None]], *, defence: str, label
                 f"attack that ignores it ({robust:.1f}% -> {non_adaptive:.1f}%; clean {clean:.1f}% -> "
                 f"{clean_def:.1f}%); attacked through it: {adaptive:.1f}%.")
     verdict = "holds" if kept >= 0.5 * gain else "does NOT hold"
+    lost = (f"below the undefended {robust:.1f}%: all {gain:.1f} points gained are gone and {-kept:.1f} more"
+            if kept < 0 else f"{gain - kept:.1f} of the {gain:.1f} points gained are gone")
     return (f"On the held-out sets, {defence} lifts the {name} model's robust accuracy from {robust:.1f}% to "
             f"{non_adaptive:.1f}% against the attack that ignores it (clean {clean:.1f}% -> {clean_def:.1f}%); "
-            f"attacked through the defence it keeps {adaptive:.1f}%: {gain - kept:.1f} of the {gain:.1f} points "
-            f"gained are gone, so the defence {verdict} once the attacker knows it is there.")
+            f"attacked through the defence it keeps {adaptive:.1f}%, {lost}, so the defence {verdict} once the "
+            f"attacker knows it is there.")
