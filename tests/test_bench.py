@@ -270,3 +270,21 @@ def test_tensor_memory_counts_live_tensors():
 def test_bad_flags_fail_with_a_fix(argv, message, capsys):
     assert main(["bench", "--model", "pmgaft-micro", "--method", "tecoa", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_times_the_defences_against_their_undefended_twins(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", "pmgaft-micro", "--batch-size", "2", "--classes", "3", "--steps", "1",
+                 "--repeats", "1", "--warmup", "0", "--device", "cpu", "--gemm-size", "128", "--what", "defence",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    m = doc["measurements"]
+    assert set(m) == {"defence:none", "defence:pgd", "defence:ttc", "defence:random-noise", "adaptive:e2e",
+                      "adaptive:bpda", "adaptive:tau"}
+    assert m["defence:ttc"]["forward_equivalents"] == 2 * 2 + 2 and m["defence:pgd"]["forward_equivalents"] == 2
+    assert m["adaptive:e2e"]["forward_equivalents"] is None and m["adaptive:e2e"]["steps"] == 1
+    c, seconds = doc["comparisons"], {k: v["step_seconds"] for k, v in m.items()}
+    assert set(c) == {"ttc_vs_undefended", "random-noise_vs_undefended", "adaptive_e2e_vs_pgd", "adaptive_bpda_vs_pgd",
+                      "adaptive_tau_vs_pgd"}
+    assert c["ttc_vs_undefended"] == pytest.approx(seconds["defence:ttc"] / seconds["defence:none"])
+    assert c["adaptive_e2e_vs_pgd"] == pytest.approx(seconds["adaptive:e2e"] / seconds["defence:pgd"])

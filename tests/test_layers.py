@@ -22,7 +22,8 @@ PACKAGE = Path(pmgaft.__file__).parent
 ABOVE_LIBRARY = ("pmgaft.bench", "pmgaft.quickstart", "pmgaft.reproduce", "pmgaft.cli")
 # the library's layers, lowest first: (packages, the modules they must never import)
 LAYERS = (
-    (("pmgaft.models", "pmgaft.attacks", "pmgaft.data", "pmgaft.prompts", "pmgaft.losses", "pmgaft.methods"),
+    (("pmgaft.models", "pmgaft.attacks", "pmgaft.defences", "pmgaft.data", "pmgaft.prompts", "pmgaft.losses",
+      "pmgaft.methods"),
      ("pmgaft.training", "pmgaft.evaluation", *ABOVE_LIBRARY)),
     (("pmgaft.evaluation",), ("pmgaft.training", *ABOVE_LIBRARY)),
     (("pmgaft.training",), ABOVE_LIBRARY),

@@ -241,3 +241,29 @@ def test_deviations_name_the_cw_kappa_only_for_cw_cells_and_the_inner_resize():
     assert deviations(card("cw")) == deviations(card("pgd", cw_kappa=5.0)) == []
     assert deviations(card("cw", cw_kappa=5.0)) == ["cw_kappa 5.0 (protocol: 0.0)"]
     assert deviations(card("pgd", resize_antialias=False)) == ["resize_antialias False (protocol: True)"]
+
+
+def test_defended_cells_match_the_defence_rows_and_adaptive_ones_match_none():
+    """A defended card is METHOD+DEFENCE (also under --compare-as); the published defence rows are their papers'
+    non-adaptive numbers, so an adaptive card is never put beside them."""
+    from pmgaft.evaluation.compare import match_cards
+
+    def card(label: str, method: str, defence: str | None, adaptive: bool | None, robust: float) -> dict:
+        c = {"model": {"label": label, "name": "ViT-B-32", "method": method, "pretrained": "openai",
+                       "train_dataset": None},
+             "dataset": {"name": "cifar10"}, "attack": {"id": "pgd10", "eps_255": 1.0},
+             "config": {"protocol": {"name": "ttc"}}, "robust_accuracy": robust, "clean_accuracy": 0.8}
+        if defence:
+            c["defence"] = {"name": defence}
+            c["attack"]["adaptive"] = adaptive
+        return c
+
+    found = [card("clip", "clip", None, None, 0.1), card("clip", "clip", "ttc", False, 0.4),
+             card("clip", "clip", "ttc", True, 0.05), card("rel", "unknown", "ttc", False, 0.3),
+             card("rel", "unknown", None, None, 0.2)]
+    matches = {(m.label, m.row.id): m for m in match_cards(found, published_rows(), {"rel": "tecoa"})}
+    assert set(matches) == {("clip", "ttc-poster/clip"), ("clip", "ttc-poster/clip+ttc"),
+                            ("rel", "ttc-poster/tecoa"), ("rel", "ttc-poster/tecoa+ttc")}
+    assert matches["clip", "ttc-poster/clip+ttc"].cards["cifar10"]["robust_accuracy"] == 0.4  # the non-adaptive one
+    assert matches["rel", "ttc-poster/tecoa+ttc"].cards["cifar10"]["robust_accuracy"] == 0.3
+    assert matches["rel", "ttc-poster/tecoa"].cards["cifar10"]["robust_accuracy"] == 0.2

@@ -72,6 +72,22 @@ def test_second_run_reuses_every_step(quickstart_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == before
 
 
+def test_quickstart_defence_table(quickstart_run, capsys):
+    """--defence ttc: the cached models, attacked ignoring TTC and through it, in one table and one sentence."""
+    out, argv = quickstart_run
+    assert main([*argv, "--defence", "ttc", "--defence-samples", "20", "--eot-samples", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached:") == 3
+    assert "under ttc (eps 32/255, step_size 8/255, steps 2, beta 2, tau_thres 0.2" in printed  # scaled: 4x eps, eps
+    assert re.search(r"On the held-out sets, ttc (lifts|does not lift) the original model's robust accuracy", printed)
+    cards = [json.loads(p.read_text()) for p in (out / "results-ttc").rglob("*_ttc*.json")
+             if not p.name.endswith(".samples.json")]
+    assert len(cards) == 3 * 3 * 3 and not any("error" in c for c in cards)  # 3 models x 3 sets x 3 defended cells
+    tuned = next(c for c in cards if c["model"]["label"] == "tecoa")
+    assert tuned["defence"]["reference"]["source"] == "recorded in the checkpoint (its starting weights)"
+    assert (out / "report-ttc" / "defences.csv").is_file()
+
+
 def test_missing_fashion_mnist_offline_names_the_apt_command(tmp_path, monkeypatch, capsys):
     from pmgaft.data import offline
 
@@ -96,3 +112,15 @@ def test_bad_flags_fail_up_front_with_a_message(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert f"{flag} must be" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_defence_sentence_is_computed_from_the_numbers():
+    from pmgaft.quickstart.defence import defence_sentence
+
+    # clean, robust, clean (defence), robust non-adaptive, robust adaptive
+    fell = defence_sentence({"original": [92.5, 28.5, 20.0, 47.5, 5.0]}, defence="ttc")
+    assert ("from 28.5% to 47.5%" in fell and "keeps 5.0%, below the undefended 28.5%: all 19.0 points gained are "
+            "gone and 23.5 more, so the defence does NOT hold" in fell)
+    held = defence_sentence({"original": [90.0, 20.0, 85.0, 40.0, 35.0]}, defence="ttc")
+    assert "keeps 35.0%, 5.0 of the 20.0 points gained are gone, so the defence holds" in held
+    assert "does not lift" in defence_sentence({"original": [90.0, 20.0, 85.0, 15.0, 10.0]}, defence="ttc")

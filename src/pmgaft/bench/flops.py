@@ -26,7 +26,11 @@ With a PGD-k train attack (each step: forward + input-only backward = 2):
     agft         2k + 4     original(x) once (the soft target); attack; target(x_adv): forward + weight backward
     pgd (eval)   2k         k x (forward + input-only backward)
     clean        1          no-grad forward
+    ttc          2N + 2     TTC with N steps: f(X), N x (forward + input-only backward), the prediction
+    random-noise 1          the prediction on X + noise
     ===========  =========  ==========================================================================
+
+(The adaptive attacks on TTC differentiate through its steps, a second-order cost that is not counted.)
 
 (FARE's and AGFT's implementations compute ``original(x)`` twice, in the attack and in the loss: 2k + 5 executed.
 PMG-AFT's default ``--memory lean`` recomputes the clean forward in the backward: 2k + 8 executed, 2k + 7 counted.)
@@ -65,6 +69,8 @@ FORWARD_EQUIVALENTS: dict[str, ForwardCount] = {
     "agft": ForwardCount(2, 4),
     "pgd": ForwardCount(2, 0),
     "clean": ForwardCount(0, 1),
+    "ttc": ForwardCount(2, 2),  # k = TTC's own steps
+    "random-noise": ForwardCount(0, 1),
 }
 
 

@@ -2,8 +2,9 @@
 
 Order: the GEMM peak; per training method its real step (round-robin with the released-recipe reference for
 pmg_aft and with the ``--variant`` patched step, so a change in machine load hits them alike); PGD-k and clean
-inference round-robin; data loading. The GEMM peak is measured again after each group; the highest is the MFU
-denominator (a busy machine lowers a single measurement).
+inference round-robin; with ``defence``, the test-time defences' prediction and the adaptive attacks on TTC
+round-robin with their undefended twins (``defence:none``, ``defence:pgd``); data loading. The GEMM peak is
+measured again after each group; the highest is the MFU denominator (a busy machine lowers a single measurement).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pmgaft
 from pmgaft.bench.decode import data_call
 from pmgaft.bench.flops import forward_equivalents, tower_forward_flops
 from pmgaft.bench.harness import TEMPLATE, Harness, build_harness
-from pmgaft.bench.inference import clean_call, pgd_call
+from pmgaft.bench.inference import adaptive_call, clean_call, defended_call, pgd_call
 from pmgaft.bench.peak import GemmPeak, measure_gemm_peak
 from pmgaft.bench.profile import held_tensor_bytes, profile_call, tensor_peak_bytes
 from pmgaft.bench.released import released_pmg_aft_step
@@ -33,7 +34,7 @@ from pmgaft.errors import PmgaftError
 from pmgaft.training.step import StepContext
 from pmgaft.utils import resolve_device
 
-WHAT = ("train", "pgd", "clean", "data")
+WHAT = ("train", "pgd", "clean", "defence", "data")
 
 
 @dataclass
@@ -191,6 +192,32 @@ def _inference(config: BenchConfig, harness: Harness, tower_flops: int, out: dic
         _profile(config, key, calls[key], device, notes)
 
 
+def _defence(config: BenchConfig, harness: Harness, tower_flops: int, out: dict[str, Measurement],
+             notes: dict[str, Any]) -> None:
+    """Defended vs undefended prediction, and each adaptive attack on TTC vs PGD, all round-robin."""
+    from pmgaft.defences import DEFAULTS, DEFENCES, TTC_ADAPTIVE
+
+    device, dtype = harness.device, harness.autocast_dtype
+    gc.collect()
+    setup_bytes = current_memory(device)
+    model = harness.classifier()
+    x, y = harness.batch(config.batch_size, seed=1)
+    calls: dict[str, Callable[[], object]] = {"defence:none": clean_call(model, x, dtype),
+                                              "defence:pgd": pgd_call(model, x, y, steps=config.steps,
+                                                                      autocast_dtype=dtype)}
+    calls.update({f"defence:{name}": defended_call(model, x, defence=name, autocast_dtype=dtype) for name in DEFENCES})
+    calls.update({f"adaptive:{name}": adaptive_call(model, x, y, attack=name, steps=config.steps, autocast_dtype=dtype)
+                  for name in TTC_ADAPTIVE})
+    counts = {"defence:none": forward_equivalents("clean", 0), "defence:pgd": forward_equivalents("pgd", config.steps),
+              "defence:ttc": forward_equivalents("ttc", int(DEFAULTS["steps"])),
+              "defence:random-noise": forward_equivalents("random-noise", 0)}
+    for key, timing in time_interleaved(calls, device, warmup=config.warmup, repeats=config.repeats).items():
+        out[key] = measurement(key.split(":")[0], timing, batch_size=config.batch_size, setup_bytes=setup_bytes,
+                               tower_flops=tower_flops, forward_equivalents=counts.get(key),
+                               steps=config.steps if key.startswith("adaptive") or key == "defence:pgd" else None)
+        _profile(config, key, calls[key], device, notes)
+
+
 def _with_variants(config: BenchConfig, model: Any, fn: Callable[[], object]) -> object:
     with apply_variants(config.variants, [model.clip.visual]):
         return fn()
@@ -256,7 +283,7 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
     notes: dict[str, Any] = {}
     doc: dict[str, Any] = {"schema": SCHEMA, "environment": environment(device),
                            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}}
-    needs_model = any(w in config.what for w in ("train", "pgd", "clean"))
+    needs_model = any(w in config.what for w in ("train", "pgd", "clean", "defence"))
     peaks: list[GemmPeak] = []
     tower = None
     if needs_model:
@@ -273,6 +300,9 @@ def run_bench(config: BenchConfig, *, echo: Callable[[str], None] = lambda line:
             peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
         if "pgd" in config.what or "clean" in config.what:
             _inference(config, harness, flops, measurements, notes)
+            peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
+        if "defence" in config.what:
+            _defence(config, harness, flops, measurements, notes)
             peaks.append(measure_gemm_peak(device, compute, size=config.gemm_size))
     if "data" in config.what:
         _data(config, measurements, echo)
@@ -308,9 +338,11 @@ def _memory_ratios(name: str, ours: Measurement, reference: Measurement) -> dict
 
 def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
     """Our PMG-AFT step's speed-up over the released recipe's arithmetic; PMG-AFT's memory over TeCoA's and over
-    the released recipe's (below 1: less memory than the released code).
+    the released recipe's (below 1: less memory than the released code); a defended prediction's wall time over
+    the undefended one (``ttc_vs_undefended``) and an adaptive attack's over PGD with the same steps
+    (``adaptive_e2e_vs_pgd``).
 
-    For every variant suffix measured (``""`` = unpatched), e.g. ``pmg_aft+lean_memory_tensor_memory_vs_tecoa``.
+    For every variant suffix measured (``""`` = unpatched), e.g. ``pmg_aft+fast_memory_tensor_memory_vs_tecoa``.
     ``..._cpu_speedup_...`` compares CPU seconds, which a busy machine disturbs less than wall time.
     """
     out: dict[str, float] = {}
@@ -333,6 +365,13 @@ def comparisons(measurements: dict[str, Measurement]) -> dict[str, float]:
             out.update({f"{k}_vs_released": v for k, v in _memory_ratios(f"pmg_aft{suffix}", ours, released).items()})
     if released is not None and "train:pmg_aft" in measurements:
         out["released_memory_vs_pmg_aft"] = released.memory_bytes / max(measurements["train:pmg_aft"].memory_bytes, 1)
+    undefended, plain_pgd = measurements.get("defence:none"), measurements.get("defence:pgd")
+    for key, m in measurements.items():  # the wall-time price of a defence, and of attacking it adaptively
+        kind, _, name = key.partition(":")
+        if kind == "defence" and undefended is not None and name not in ("none", "pgd"):
+            out[f"{name}_vs_undefended"] = m.step_seconds / undefended.step_seconds
+        elif kind == "adaptive" and plain_pgd is not None:
+            out[f"adaptive_{name}_vs_pgd"] = m.step_seconds / plain_pgd.step_seconds
     return out
 
 

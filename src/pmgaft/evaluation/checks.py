@@ -5,7 +5,9 @@
 * AutoAttack far below PGD at the same eps: PGD is likely being fooled (gradient masking / obfuscation);
 * weights with NaN or inf (a diverged fine-tune);
 * clean accuracy at chance level (within 3 standard errors of 1/C): wrong class names or normalization, a
-  broken checkpoint, or a model that never learned the task.
+  broken checkpoint, or a model that never learned the task;
+* a test-time defence whose adaptive robust accuracy is far below its non-adaptive one: the non-adaptive number
+  overstates it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from pmgaft.evaluation.results import defence_id
+
 AA_GAP = 0.10  # AutoAttack this far (absolute accuracy) below PGD is flagged
+DEFENCE_GAP = 0.10  # a defence's adaptive robust accuracy this far below its non-adaptive one is flagged
 TOLERANCE = 1e-9
 
 
@@ -75,10 +80,11 @@ def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
         a = c["attack"]
         if a["name"] == "none":
             continue
-        by_eps[(c["model"]["label"], c["dataset"]["name"], a["id"])].append((a["eps_255"], c["robust_accuracy"]))
+        attack = a["id"] + (f" [{defence_id(c)}]" if defence_id(c) else "")  # each threat model on its own
+        by_eps[(c["model"]["label"], c["dataset"]["name"], attack)].append((a["eps_255"], c["robust_accuracy"]))
         if a.get("steps"):
-            by_steps[(c["model"]["label"], c["dataset"]["name"], a["name"], a["eps_255"])].append(
-                (a["steps"], c["robust_accuracy"]))
+            by_steps[(c["model"]["label"], c["dataset"]["name"], a["name"] + attack[len(a["id"]):],
+                      a["eps_255"])].append((a["steps"], c["robust_accuracy"]))
     for (model, dataset, attack), points in sorted(by_eps.items()):
         for (e0, r0), (e1, r1) in _rises(points):
             notes.append(f"{model} / {dataset} / {attack}: robust accuracy rises with eps "
@@ -88,10 +94,31 @@ def find_suspicious(cards: list[dict[str, Any]]) -> list[str]:
             notes.append(f"{model} / {dataset} / {attack} eps={eps:g}/255: robust accuracy rises with steps "
                          f"({_pct(r0)} at {s0} -> {_pct(r1)} at {s1})")
     aa = {(c["model"]["label"], c["dataset"]["name"], c["attack"]["eps_255"]): c["robust_accuracy"]
-          for c in ok if c["attack"]["name"] == "autoattack"}
+          for c in ok if c["attack"]["name"] == "autoattack" and not defence_id(c)}
     for c in ok:
+        if defence_id(c):
+            continue
         key = (c["model"]["label"], c["dataset"]["name"], c["attack"]["eps_255"])
         if _family(c["attack"]["id"]) == "pgd" and key in aa and c["robust_accuracy"] - aa[key] > AA_GAP:
             notes.append(f"{key[0]} / {key[1]} eps={key[2]:g}/255: AutoAttack {_pct(aa[key])} is far below "
                          f"{c['attack']['id']} {_pct(c['robust_accuracy'])} -- possible gradient masking")
+    return notes + _defence_notes(ok)
+
+
+def _defence_notes(ok: list[dict[str, Any]]) -> list[str]:
+    """Adaptive vs non-adaptive robust accuracy of each defended (model, dataset, attack, eps)."""
+    pairs: dict[tuple, dict[bool, float]] = defaultdict(dict)
+    for c in ok:
+        if defence_id(c) and c["attack"]["name"] != "none":
+            key = (c["model"]["label"], c["dataset"]["name"], c["attack"]["id"], c["attack"]["eps_255"],
+                   c["defence"]["name"])
+            pairs[key][bool(c["attack"].get("adaptive"))] = c["robust_accuracy"]
+    notes = []
+    for (model, dataset, attack, eps, defence), r in sorted(pairs.items()):
+        if len(r) < 2:
+            continue
+        where = f"{model} / {dataset} / {attack} eps={eps:g}/255 under {defence}"
+        if r[False] - r[True] > DEFENCE_GAP:
+            notes.append(f"{where}: adaptive robust {_pct(r[True])} is far below non-adaptive {_pct(r[False])} -- "
+                         f"the non-adaptive number overstates the defence; report the adaptive one")
     return notes

@@ -2,7 +2,8 @@
 
 eps and step sizes are given in 1/255 units and converted once, in the grid. A protocol preset
 (``--protocol``) fills every setting; each flag given explicitly overrides it. ``--dry-run`` prints what the
-protocol scores per dataset (split, image count, preprocessing, prompts) and exits.
+protocol scores per dataset (split, image count, preprocessing, prompts) and exits; with ``--defence``, also the
+defended cells and the defence's settings (and, like the run, a refusal of attacks the defence cannot wrap).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pmgaft.cli_args import parse_logit_scale
 from pmgaft.data import SOURCES, TRANSFORM_PRESETS
 from pmgaft.data.sources import DEFAULT_SOURCE
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation import defence_args
+from pmgaft.evaluation.defended import unwrappable_attack
 from pmgaft.evaluation.grid import PRECISIONS, GridConfig, run_grid
 from pmgaft.evaluation.models import model_specs
 from pmgaft.evaluation.protocols import PROTOCOLS, Protocol
@@ -91,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--split", help="dataset split for every set (default: whole SUN397/EuroSAT/Caltech, test "
                                    "elsewhere; fare: test)")
     g.add_argument("--seed", type=int, help="seed of the subset and the attacks' random starts (default: 0)")
+    defence_args.add_arguments(parser)
     r = parser.add_argument_group("running")
     r.add_argument("--out", "--results", dest="out", type=Path, default=Path("results"),
                    help="results directory (default: ./results)")
@@ -167,10 +171,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.dist_timeout > 0:
         raise PmgaftError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}.")
     protocol = resolve_protocol(args)
+    defence = defence_args.resolve_defence(args)
     if args.dry_run:
         from pmgaft.evaluation.dryrun import print_plan
 
-        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source)
+        print_plan(protocol, model=args.model, data_root=args.data_root, source=args.source, defence=defence)
+        refusal = unwrappable_attack(protocol, defence)
+        if refusal:  # the run itself would stop here, before any work
+            raise PmgaftError(f"{refusal}.")
         return 0
     resolve_device(args.device)  # malformed or unavailable: a PmgaftError before any work
     specs = model_specs(args.model, args.pretrained, args.checkpoint, args.label, quick_gelu=args.quick_gelu,
@@ -181,10 +189,10 @@ def run(args: argparse.Namespace) -> int:
                      early_exit=not args.no_early_exit, skip_corrupt=args.skip_corrupt,
                      allow_missing=args.allow_missing, trust_checkpoint=args.trust_checkpoint,
                      decoded_storage=args.decoded_cache, dist_timeout_s=args.dist_timeout, compile=args.compile,
-                     source=args.source)
+                     source=args.source, defence=defence)
     print(f"pmgaft eval: {len(specs)} model(s) x {len(protocol.datasets)} dataset(s); protocol {protocol.name}; "
-          f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255 -> "
-          f"{args.out}", flush=True)
+          f"attacks {', '.join(protocol.attacks)}; eps {', '.join(f'{e:g}' for e in protocol.eps)}/255"
+          f"{f'; defence {defence.name}, non-adaptive and adaptive' if defence else ''} -> {args.out}", flush=True)
     cards = run_grid(specs, cfg, log=lambda line: print(line, flush=True))
     failed = [c for c in cards if "error" in c]
     done = len(cards) - len(failed)

@@ -35,12 +35,23 @@ def backbone(arch: str) -> str:
     return arch.removesuffix("-quickgelu")
 
 
+def _defence_name(card: dict[str, Any]) -> str | None:
+    defence = card.get("defence")
+    return defence.get("name") if isinstance(defence, dict) else defence
+
+
 def card_method(card: dict[str, Any]) -> str:
     """What a card's model is, as published rows name methods: METHOD, or METHOD+DEFENCE under a defence."""
     method = card["model"].get("method") or "unknown"
-    defence = card.get("defence")
-    name = defence.get("name") if isinstance(defence, dict) else defence
+    name = _defence_name(card)
     return f"{method}+{name}" if name else method
+
+
+def _explicit_method(card: dict[str, Any], method: str) -> str:
+    """``--compare-as LABEL=METHOD`` for a card: a defended cell of that model is METHOD+DEFENCE (unless METHOD
+    already names a defence), so it is never matched with the model's undefended row."""
+    name = _defence_name(card)
+    return f"{method}+{name}" if name and "+" not in method else method
 
 
 def protocol_name(card: dict[str, Any]) -> str | None:
@@ -119,10 +130,10 @@ def match_cards(cards: list[dict[str, Any]], rows: list[PublishedRow],
     compare_as = compare_as or {}
     matches: dict[tuple[str, str], Match] = {}
     for card in cards:
-        if "error" in card or "robust_accuracy" not in card:
-            continue
+        if "error" in card or "robust_accuracy" not in card or card["attack"].get("adaptive"):
+            continue  # published defence numbers are their papers' non-adaptive ones
         label = card["model"]["label"]
-        method = compare_as.get(label) or card_method(card)
+        method = _explicit_method(card, compare_as[label]) if label in compare_as else card_method(card)
         for row in rows:
             if _matches(row, card, method, explicit=label in compare_as):
                 m = matches.setdefault((label, row.id), Match(label, method, row))

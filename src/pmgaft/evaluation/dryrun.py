@@ -15,6 +15,7 @@ from pmgaft.data import DATASETS, HUB_SOURCES, describe_transform, load_dataset
 from pmgaft.data.hub_sources import WDS
 from pmgaft.data.sources import DEFAULT_SOURCE, choose_source
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.defended import DefenceConfig
 from pmgaft.evaluation.grid import cells_for
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.prompts import Prompts, get_prompts
@@ -86,7 +87,7 @@ def plan_rows(protocol: Protocol, *, model: str | None, data_root: Path,
 
 
 def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path = Path("data"),
-               source: str = DEFAULT_SOURCE) -> None:
+               source: str = DEFAULT_SOURCE, defence: DefenceConfig | None = None) -> None:
     rows = plan_rows(protocol, model=model, data_root=data_root, source=source)
     print(f"protocol {protocol.name}: {protocol.description}")
     norm = protocol.normalization or "each model's own (clip when not recorded)"
@@ -98,7 +99,12 @@ def print_plan(protocol: Protocol, *, model: str | None = None, data_root: Path 
                                  if protocol.cw_kappa is not None else ""))
     if protocol.averaged is not None:
         print(f"  average: the plain mean over {len(protocol.averaged)} sets ({', '.join(protocol.averaged)})")
-    cells = cells_for("m", protocol.datasets[0], protocol) if protocol.datasets else []
+    if defence is not None:
+        settings = ", ".join(f"{k} {v * 255:g}/255" if f"{k}_255" in defence.describe() else f"{k} {v:g}"
+                             for k, v in defence.settings.items())
+        print(f"  defence: {defence.name} ({defence.spec.description}; {settings}); every attack cell also "
+              f"non-adaptive and adaptive, {defence.eot_samples} EOT draws per adaptive step")
+    cells = cells_for("m", protocol.datasets[0], protocol, defence) if protocol.datasets else []
     print(f"  cells per model and dataset: {', '.join(f'{c.stem()}' for c in cells)}\n")
     for r in rows:
         images = f"{r['images']:,}" if r["images"] is not None else "?"

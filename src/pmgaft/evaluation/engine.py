@@ -37,6 +37,11 @@ class Autocast(nn.Module):
         with torch.autocast(x.device.type, dtype=self.dtype):
             return self.model(x).float()
 
+    def image_features(self, x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """The wrapped classifier's image embedding under the same autocast (test-time defences use it)."""
+        with torch.autocast("cuda", dtype=self.dtype):
+            return self.model.image_features(x, normalize=normalize).float()
+
 
 @dataclass
 class Shard:

@@ -8,13 +8,14 @@ written as an error card and the grid goes on; ``KeyboardInterrupt`` stops it, f
 a card appears only complete (its per-sample file first, then the card, each written atomically).
 
 Under ``torchrun`` every cell's samples are split across the processes and rank 0 writes exactly what one
-process writes (:mod:`pmgaft.evaluation.distributed`).
+process writes (:mod:`pmgaft.evaluation.distributed`). With a test-time defence (``GridConfig.defence``) each
+dataset also gets the defended cells of :mod:`pmgaft.evaluation.defended`, after the undefended ones.
 """
 from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,8 @@ from pmgaft.data.sources import DEFAULT_SOURCE, HUB_PREFIX, source_id
 from pmgaft.errors import PmgaftError
 from pmgaft.evaluation.distributed import (DEFAULT_TIMEOUT_S, Dist, barrier, broadcast, gather,
                                           init_distributed, shutdown)
+from pmgaft.evaluation.defended import (DefenceConfig, DefendedShard, Reference, References, defended_cell,
+                                        reference_encoder, reference_identity)
 from pmgaft.evaluation.engine import AUTOCAST, Autocast, Shard, attack_cell, clean_pass, scoring_for
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.preflight import preflight
@@ -66,6 +69,7 @@ class GridConfig:
     source: str = DEFAULT_SOURCE  # which copy of each registered set: torchvision, hub (Hugging Face cache), auto
     compile: str | None = None  # torch.compile backend for the classifier ("inductor"), None = eager
     dist_timeout_s: float = DEFAULT_TIMEOUT_S
+    defence: DefenceConfig | None = None  # a test-time defence: adds its defended cells (both threat models)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> dict[str, Any]:
@@ -74,8 +78,10 @@ class GridConfig:
                 "skip_corrupt": self.skip_corrupt, "source": self.source, **self.extra}
 
 
-def cells_for(model: str, dataset: str, p: Protocol) -> list[Cell]:
-    """The cells of one (model, dataset): a clean-only attack once; iterative ones per (steps, eps); else per eps."""
+def cells_for(model: str, dataset: str, p: Protocol, defence: DefenceConfig | None = None) -> list[Cell]:
+    """The cells of one (model, dataset): a clean-only attack once; iterative ones per (steps, eps); else per eps.
+    With a ``defence``, then: the defended clean cell, and each attack cell it can wrap non-adaptive and adaptive
+    (preflight refuses the others)."""
     cells: list[Cell] = []
     for attack in p.attacks:
         spec = ATTACKS[attack]
@@ -85,6 +91,10 @@ def cells_for(model: str, dataset: str, p: Protocol) -> list[Cell]:
             cells += [Cell(model, dataset, attack, e, s) for s in p.steps for e in p.eps]
         else:
             cells += [Cell(model, dataset, attack, e, 0) for e in p.eps]
+    if defence is not None:
+        attacked = [c for c in cells if not ATTACKS[c.attack].is_clean and defence.spec.can_wrap(ATTACKS[c.attack])]
+        cells.append(Cell(model, dataset, "none", 0.0, 0, defence.name))
+        cells += [replace(c, defence=defence.name, adaptive=adaptive) for c in attacked for adaptive in (False, True)]
     return cells
 
 
@@ -111,7 +121,7 @@ def _image_size(arch: str) -> int:
 
 
 def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cell, source: str,
-              revision: str | None = None) -> dict[str, Any]:
+              revision: str | None = None, defence: dict[str, Any] | None = None) -> dict[str, Any]:
     p, attack = cfg.protocol, ATTACKS[cell.attack]
     key = {"model": spec.identity(), "dataset": cell.dataset, "split": p.split_for(cell.dataset),
            "n": p.samples_for(cell.dataset), "seed": p.seed, "prompts": p.prompts, "transform": p.transform,
@@ -125,23 +135,29 @@ def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cel
         key.update(resize_antialias=True)
     if source.startswith(HUB_PREFIX):  # other cells keep the fingerprints they had before hub copies existed
         key.update(source=source, benchmark_splits=p.benchmark_splits, revision=revision)
+    if cell.defence:
+        key.update(defence=defence, adaptive=cell.adaptive)
     return key
 
 
 # --- cards ---------------------------------------------------------------------------------------------------
 
-_ORDER = ("schema", "model", "dataset", "prompts", "attack", "n", "clean_correct", "clean_accuracy",
-          "robust_correct", "robust_accuracy", "robust_accuracy_by_scoring", "cost", "seed", "samples", "config",
-          "version", "fingerprint", "run")
+_ORDER = ("schema", "model", "dataset", "prompts", "attack", "defence", "n", "clean_correct", "clean_accuracy",
+          "robust_correct", "robust_accuracy", "robust_accuracy_by_scoring", "robust_accuracy_by_attack", "cost",
+          "seed", "samples", "config", "version", "fingerprint", "run")
 
 
 def _base_card(cell: Cell, cfg: GridConfig, model_info: dict[str, Any], fp: str | None,
                source: str) -> dict[str, Any]:
-    return {"schema": SCHEMA, "fingerprint": fp, "model": model_info,
+    card = {"schema": SCHEMA, "fingerprint": fp, "model": model_info,
             "dataset": {"name": cell.dataset, "split": cfg.protocol.split_for(cell.dataset), "source": source},
             "attack": {"name": cell.attack, "id": cell.attack_id, "eps": cell.eps, "eps_255": cell.eps_255,
                        "steps": cell.steps if cell.iterative else None},
             "seed": cfg.protocol.seed, "config": cfg.resolved(), "version": code_version()}
+    if cell.defence and cfg.defence is not None:
+        card["attack"]["adaptive"] = cell.adaptive
+        card["defence"] = cfg.defence.describe()
+    return card
 
 
 class _Writer:
@@ -236,17 +252,18 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
         raise PmgaftError(f"--precision {cfg.precision} (autocast) is for CUDA only; on the CPU use fp32.")
     missing, chosen = preflight(models, cfg.protocol, out=cfg.out, data_root=cfg.data_root, download=cfg.download,
                                 trust_checkpoint=cfg.trust_checkpoint, allow_missing=cfg.allow_missing,
-                                source=cfg.source)
+                                source=cfg.source, defence=cfg.defence)
     looked_for = "hub" if cfg.source == "hub" else DEFAULT_SOURCE  # what a missing set's error cards record
     sources = {d: source_id(d, chosen.get(d, looked_for), d in DATA_SPECS and DATA_SPECS[d].offline)
                for d in cfg.protocol.datasets}
     ranks, device = init_distributed(device, cfg.dist_timeout_s)
     writer = _Writer(cfg, ranks, device, log, sources)
+    references = References()
     cards: list[dict[str, Any]] = []
     try:
         writer.revisions = _fetch_data(cfg, chosen, ranks, missing)
         for spec in models:
-            cards += _run_model(spec, cfg, ranks, writer, missing, device)
+            cards += _run_model(spec, cfg, ranks, writer, missing, device, references)
         barrier(ranks)
     finally:
         shutdown(ranks)
@@ -254,15 +271,16 @@ def run_grid(models: list[ModelSpec], cfg: GridConfig, *, log: Log = print) -> l
 
 
 def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, missing: dict[str, str],
-               device: torch.device) -> list[dict[str, Any]]:
+               device: torch.device, references: References) -> list[dict[str, Any]]:
     t0 = time.time()
     model_info: dict[str, Any] = {"label": spec.label, "name": spec.name, "pretrained": spec.pretrained}
-    cells = [c for d in cfg.protocol.datasets for c in cells_for(spec.label, d, cfg.protocol)]
+    cells = [c for d in cfg.protocol.datasets for c in cells_for(spec.label, d, cfg.protocol, cfg.defence)]
     setup = logits_setup(cfg.protocol, spec.record)
     model_info.update(name=spec.arch, sha256=spec.file_sha256, text_pretrained=spec.text_pretrained,
                       **spec.method(), **setup)
-    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, writer.sources[c.dataset], writer.revisions.get(c.dataset)))
-           for c in cells}
+    defence = None if cfg.defence is None else {**cfg.defence.key(), "reference": reference_identity(spec, cfg.defence)}
+    fps = {c: fingerprint(_cell_key(cfg, spec, setup, c, writer.sources[c.dataset], writer.revisions.get(c.dataset),
+                                    defence)) for c in cells}
     done = [c for c in cells if cfg.skip_existing and finished(c.path(cfg.out), fps[c])] if ranks.main else []
     done = set(broadcast(done, ranks))  # rank 0 decides what is finished; every rank follows
     cards: list[dict[str, Any]] = []
@@ -274,9 +292,11 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
     todo = [c for c in cells if c not in done]
     if not todo:
         return cards
-    loaded, err = None, None
+    loaded, reference, err = None, None, None
     try:
         loaded = spec.load(device=str(device), seed=cfg.protocol.seed)
+        if cfg.defence is not None and any(c.defence for c in todo):
+            reference = references.get(spec, cfg.defence, loaded.weights_hash, str(device), cfg.protocol.seed)
     except Exception as e:  # noqa: BLE001  (any load failure is this model's cells' error)
         err = e
     err = _agree(ranks, err)
@@ -291,7 +311,7 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
         if dataset in missing:
             cards += writer.errors(mine, model_info, fps, "dataset", PmgaftError(missing[dataset]), time.time())
             continue
-        cards += _run_dataset(loaded, model_info, setup, mine, fps, cfg, ranks, writer, device)
+        cards += _run_dataset(loaded, model_info, setup, mine, fps, cfg, ranks, writer, device, reference)
     return cards
 
 
@@ -302,6 +322,7 @@ class _Prepared:
     prompts: dict[str, Any]
     clean: dict[str, list]
     timing: dict[str, float]  # seconds spent decoding (0 when cached) and in the clean pass, on this rank
+    classifier: ZeroShotClassifier  # the zero-shot classifier itself (the shard's may be wrapped)
 
 
 def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], cfg: GridConfig, ranks: Dist,
@@ -362,19 +383,20 @@ def _prepare(loaded: Any, label: str, dataset_name: str, setup: dict[str, Any], 
     cached = broadcast(cached, ranks)
     if cached is not None:
         bar.update(len(decoded))
-        return _Prepared(shard, info, prompts.to_dict(), cached, {"decode_s": round(t1 - t0, 3), "clean_pass_s": 0.0})
+        return _Prepared(shard, info, prompts.to_dict(), cached, {"decode_s": round(t1 - t0, 3), "clean_pass_s": 0.0},
+                         clf)
     clean = clean_pass(shard, ranks, progress=bar.update)
     timing = {"decode_s": round(t1 - t0, 3), "clean_pass_s": round(time.perf_counter() - t1, 3)}
     if ranks.main:
         acc = sum(clean["clean_correct"]) / max(len(clean["indices"]), 1)
         write_card(cpath, {"schema": CLEAN_SCHEMA, "fingerprint": clean_key, "clean_accuracy": acc,
                            "dataset": info}, clean)
-    return _Prepared(shard, info, prompts.to_dict(), clean, timing)
+    return _Prepared(shard, info, prompts.to_dict(), clean, timing, clf)
 
 
 def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any], todo: list[Cell],
-                 fps: dict[Cell, str], cfg: GridConfig, ranks: Dist, writer: _Writer,
-                 device: torch.device) -> list[dict[str, Any]]:
+                 fps: dict[Cell, str], cfg: GridConfig, ranks: Dist, writer: _Writer, device: torch.device,
+                 reference: Reference | None = None) -> list[dict[str, Any]]:
     label, dataset = todo[0].model, todo[0].dataset
     bar = tqdm(desc=f"{label} / {dataset}", unit="img", disable=not (cfg.progress and ranks.main), leave=False)
     t0 = time.time()
@@ -388,12 +410,16 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
         bar.close()
         return writer.errors(todo, model_info, fps, "dataset", err, t0)
     cards = []
+    defended = _defended(prep, reference, todo, cfg, ranks) if any(c.defence for c in todo) else None
     for cell in todo:
         t1 = time.time()
         result, err = None, None
         try:
-            result = attack_cell(prep.shard, cell, prep.clean, cfg.protocol, ranks, early_exit=cfg.early_exit,
-                                 progress=bar.update)
+            if cell.defence:
+                result = defended_cell(defended, cell, cfg.protocol, ranks, progress=bar.update)
+            else:
+                result = attack_cell(prep.shard, cell, prep.clean, cfg.protocol, ranks, early_exit=cfg.early_exit,
+                                     progress=bar.update)
         except Exception as e:  # noqa: BLE001  (recorded; the grid goes on)
             err = e
         err = _agree(ranks, err)
@@ -402,11 +428,27 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
             continue
         fields, samples = result
         card = _base_card(cell, cfg, model_info, fps[cell], writer.sources[dataset])
-        clean_ok = sum(prep.clean["clean_correct"])
-        n = len(prep.clean["indices"])
+        clean_ok = sum(samples["clean_correct"])  # the defended classifier's, in a defended cell
+        n = len(samples["indices"])
         card.update(dataset=prep.info, prompts=prep.prompts, **fields, n=n, clean_correct=clean_ok,
                     clean_accuracy=clean_ok / max(n, 1), samples=samples_path(cell.path(cfg.out)).name,
                     run={**writer.run(t1), "dataset": prep.timing})
         cards.append(writer.card(cell, card, samples))
     bar.close()
     return cards
+
+
+def _defended(prep: _Prepared, reference: Reference | None, todo: list[Cell], cfg: GridConfig,
+              ranks: Dist) -> DefendedShard:
+    """The dataset's shard under the defence; its clean pass is read from a finished defended clean card."""
+    assert cfg.defence is not None and reference is not None
+    clean_cell = Cell(todo[0].model, todo[0].dataset, "none", 0.0, 0, cfg.defence.name)
+    cached = None
+    if clean_cell not in todo and ranks.main:  # finished (--skip-existing): its per-sample file holds the pass
+        cached = read_json(samples_path(clean_cell.path(cfg.out)))
+    cached = broadcast(cached, ranks)
+    encoder = None
+    if reference.loaded is not None:
+        encoder = reference_encoder(prep.classifier, reference.loaded.model, AUTOCAST[cfg.precision])
+    return DefendedShard(prep.shard, cfg.defence, encoder, cfg.protocol.seed, reference_info=reference.info,
+                         cached_clean=cached)

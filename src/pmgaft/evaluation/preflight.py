@@ -3,8 +3,10 @@
 One :class:`PmgaftError` lists every problem found: an unwritable results folder, unknown datasets, splits a
 dataset does not have, data missing under the data root (or a hub copy missing from the Hugging Face cache, one
 that holds other images than the protocol scores, or one whose class names the protocol's prompts cannot use),
-checkpoints that are missing, unreadable or unsafe to unpickle, unknown architectures or hub tags. Missing data
-can instead be accepted (``allow_missing``): those datasets then get error cards and the rest of the grid runs.
+checkpoints that are missing, unreadable or unsafe to unpickle, unknown architectures or hub tags; with a test-time
+defence, attacks it cannot wrap and fine-tuned models whose original image tower (the defence's tau reference) is
+unknown or unloadable. Missing data can instead be accepted (``allow_missing``): those datasets then get error
+cards and the rest of the grid runs.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pmgaft.data.folder import PREFIX as FOLDER_PREFIX
 from pmgaft.data.sources import DEFAULT_SOURCE, choose_source
 from pmgaft.data.spec import DatasetSpec
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.defended import DefenceConfig, defence_problems, reference_spec
 from pmgaft.evaluation.models import ModelSpec
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.models.files import probe_weights
@@ -99,14 +102,26 @@ def model_problems(models: list[ModelSpec], trust: bool) -> list[str]:
     return problems
 
 
+def _reference(spec: ModelSpec, defence: DefenceConfig) -> ModelSpec | None:
+    try:
+        return reference_spec(spec, defence)
+    except PmgaftError:  # reported by defence_problems
+        return None
+
+
 def preflight(models: list[ModelSpec], protocol: Protocol, *, out: Path, data_root: Path, download: bool,
               trust_checkpoint: bool = False, allow_missing: bool = False,
-              source: str = DEFAULT_SOURCE) -> tuple[dict[str, str], dict[str, str]]:
+              source: str = DEFAULT_SOURCE,
+              defence: DefenceConfig | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Raise one PmgaftError listing every problem; returns the datasets accepted as missing (``allow_missing``)
     and the copy each other registered dataset is read from (``{name: "torchvision" or "hub"}``)."""
     problems = [p for p in [check_writable(out)] if p]
     typos, missing, chosen = dataset_problems(protocol, data_root, download, source)
     problems += typos + model_problems(models, trust_checkpoint)
+    problems += defence_problems(models, protocol, defence)
+    if defence is not None:  # the original image towers the defence's tau is computed with
+        references = {r.pretrained: r for m in models for r in [_reference(m, defence)] if r is not None}
+        problems += model_problems(list(references.values()), trust_checkpoint)
     if missing and not allow_missing:
         problems += [f"{why}" for why in missing.values()]
         if len(missing) < len(protocol.datasets):

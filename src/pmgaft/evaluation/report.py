@@ -2,7 +2,9 @@
 
 Writes into ``--out`` (default ``RESULTS_DIR/report``): ``report.md`` (every table, the flags, failed cells),
 ``table_<attack>_eps<k>.csv`` (wide), ``results.csv`` (one row per card) and the plots of
-:mod:`pmgaft.evaluation.plots`. The Markdown tables and the flags are also printed. ``--compare`` adds the
+:mod:`pmgaft.evaluation.plots`. The Markdown tables and the flags are also printed. Cards of a test-time defence
+(``pmgaft eval --defence``) go into their own tables (:mod:`pmgaft.evaluation.defence_table`) and
+``defences.csv``; the other tables, ``results.csv`` and the plots hold the undefended cards. ``--compare`` adds the
 published numbers beside yours (:mod:`pmgaft.evaluation.compare`): a report.md section and ``compare.csv``.
 """
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation import defence_table
 from pmgaft.evaluation.checks import find_suspicious
 from pmgaft.evaluation.compare import DEFAULT_TOLERANCE, CompareReport, compare_cards, flag_lines, parse_compare_as
-from pmgaft.evaluation.results import load_results
+from pmgaft.evaluation.results import defence_id, load_results
 from pmgaft.evaluation.tables import build_tables, long_csv, to_csv, to_markdown
 from pmgaft.utils import atomic_write_text
 
@@ -47,7 +50,10 @@ def build_report(cards: list[dict[str, Any]], title: str = "pmgaft results",
     failed = [c for c in cards if "error" in c]
     notes = find_suspicious(cards)
     parts = [f"# {title}", "", f"{len(ok)} result(s), {len(failed)} failed cell(s).", ""]
-    parts += [to_markdown(t) for t in build_tables(cards)]
+    parts += [to_markdown(t) for t in build_tables(_undefended(cards))]
+    defended = defence_table.build_defence_tables(cards)
+    if defended:
+        parts += ["## Test-time defences", ""] + [defence_table.to_markdown(t) for t in defended]
     if comparison is not None:
         parts.append(comparison.markdown())
     parts += ["## Suspicious results", ""]
@@ -55,8 +61,13 @@ def build_report(cards: list[dict[str, Any]], title: str = "pmgaft results",
     if failed:
         parts += ["", "## Failed cells", ""]
         parts += [f"- {c['model']['label']} / {c['dataset']['name']} / {c['attack']['id']} "
-                  f"eps={c['attack']['eps_255']:g}/255: {c['error'].splitlines()[0][:300]}" for c in failed]
+                  f"eps={c['attack']['eps_255']:g}/255{f' [{defence_id(c)}]' if defence_id(c) else ''}: "
+                  f"{c['error'].splitlines()[0][:300]}" for c in failed]
     return "\n".join(parts) + "\n", notes
+
+
+def _undefended(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in cards if not defence_id(c)]
 
 
 def write_report(results: Path, out: Path, formats: tuple[str, ...] | list[str] = FORMATS, *,
@@ -70,13 +81,16 @@ def write_report(results: Path, out: Path, formats: tuple[str, ...] | list[str] 
                           f"`pmgaft eval --out {results} ...` first.")
     comparison = compare_cards(cards, tolerance=tolerance, compare_as=compare_as) if compare else None
     markdown, notes = build_report(cards, title=f"pmgaft results: {results}", comparison=comparison)
-    tables = build_tables(cards)
+    tables = build_tables(_undefended(cards))
+    defended = defence_table.build_defence_tables(cards)
     files: list[Path] = []
     if "md" in formats:
         files.append(atomic_write_text(out / "report.md", markdown))
     if "csv" in formats:
-        files.append(atomic_write_text(out / "results.csv", long_csv(cards)))
+        files.append(atomic_write_text(out / "results.csv", long_csv(_undefended(cards))))
         files += [atomic_write_text(out / f"table_{t.key[0]}_eps{t.key[1]:g}.csv", to_csv(t)) for t in tables]
+        if defended:
+            files.append(atomic_write_text(out / "defences.csv", defence_table.to_csv(defended)))
         if comparison is not None:
             files.append(atomic_write_text(out / "compare.csv", comparison.csv()))
     if "png" in formats:

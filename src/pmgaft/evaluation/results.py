@@ -5,10 +5,12 @@ Layout under a results directory::
     RESULTS/<model_label>/<dataset>/<attack_id>_eps<k>.json          # the card (or an error card)
     RESULTS/<model_label>/<dataset>/<attack_id>_eps<k>.samples.json  # per-sample indices + correctness
     RESULTS/<model_label>/<dataset>/clean.json (+ .samples.json)     # clean pass, cached for --skip-existing
+    RESULTS/<model_label>/<dataset>/<attack_id>_eps<k>_<defence>[-adaptive].json  # under a test-time defence
 
 ``attack_id`` is the attack name plus its step count for iterative attacks (``pgd100``, ``cw10``,
-``autoattack``, ``none``); ``k`` is eps in 1/255 units (``1``, ``0.5``). Everything that varies between two
-identical runs (time stamps, duration, host, device, world size) lives under ``"run"``.
+``autoattack``, ``none``); ``k`` is eps in 1/255 units (``1``, ``0.5``). Cards of a defended classifier
+(``pmgaft eval --defence ttc``) carry a ``defence`` block and ``attack.adaptive`` (the threat model). Everything
+that varies between two identical runs (time stamps, duration, host, device, world size) lives under ``"run"``.
 
 Version 2 (vs 1) records how robust accuracy was scored (``attack.scoring``: ``worst`` = clean-correct and
 correct at every iterate, ``final`` = the final iterate of every image), whether PGD stopped early, the attack's
@@ -36,13 +38,16 @@ CLEAN_SCHEMA = "pmgaft.clean/2"
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid cell. eps is in 1/255 units (``eps_255``)."""
+    """One grid cell. eps is in 1/255 units (``eps_255``). ``defence``: a test-time defence the classifier runs
+    under (None: undefended); ``adaptive``: the attack sees the defence (else the undefended classifier)."""
 
     model: str
     dataset: str
     attack: str
     eps_255: float
     steps: int
+    defence: str | None = None
+    adaptive: bool = False
 
     @property
     def iterative(self) -> bool:
@@ -59,8 +64,14 @@ class Cell:
     def eps(self) -> float:
         return self.eps_255 / 255
 
+    @property
+    def defence_id(self) -> str:
+        """``""`` undefended, else the defence and the threat model (``ttc``, ``ttc-adaptive``)."""
+        return "" if not self.defence else self.defence + ("-adaptive" if self.adaptive else "")
+
     def stem(self) -> str:
-        return f"{self.attack_id}_eps{self.eps_255:g}"
+        stem = f"{self.attack_id}_eps{self.eps_255:g}"
+        return f"{stem}_{self.defence_id}" if self.defence else stem
 
     def path(self, root: str | Path) -> Path:
         return Path(root) / safe_name(self.model) / safe_name(self.dataset) / f"{self.stem()}.json"
@@ -138,6 +149,12 @@ def load_results(root: str | Path) -> list[dict[str, Any]]:
             card["_path"] = str(path)
             cards.append(card)
     return cards
+
+
+def defence_id(card: dict[str, Any]) -> str:
+    """A card's :attr:`Cell.defence_id`: ``""`` undefended, ``ttc`` (non-adaptive), ``ttc-adaptive``."""
+    name = (card.get("defence") or {}).get("name")
+    return "" if not name else name + ("-adaptive" if card.get("attack", {}).get("adaptive") else "")
 
 
 def iter_errors(cards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,8 @@ the table's protocol   ``tga-zsr``, scaled down                 every image resi
 
 Every step after pre-training goes through the library entry points users run on GPUs -- ``train(config)``,
 ``run_grid(models, config)``, ``write_report`` -- and is cached under ``--out``: an interrupted quickstart
-resumes, and a second run only prints the table again.
+resumes, and a second run only prints the table again. ``--defence ttc`` adds one more evaluation: the three
+models under a test-time defence, attacked without and with knowledge of it (:mod:`pmgaft.quickstart.defence`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from pmgaft.data import DATASETS
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation import defence_args
 from pmgaft.quickstart.pretrain import PRETRAIN_DATASETS, PretrainConfig, pretrain_tiny_clip
 from pmgaft.quickstart.summary import print_table, summary_sentence
 from pmgaft.utils import json_fingerprint
@@ -55,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=1.0, help="PMG-AFT's beta (clean/adv consistency term)")
     parser.add_argument("--seed", type=int, default=0, help="seed of pre-training, fine-tuning and evaluation")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    defence_args.add_arguments(parser)
+    parser.set_defaults(eot_samples=2)  # the quickstart's budget: 2 noise draws per adaptive step
+    parser.add_argument("--defence-samples", type=int, default=200,
+                        help="test images per dataset for the --defence evaluation (0: full test sets; default: "
+                             "200, the adaptive attacks differentiate through the defence)")
 
 
 def _step(n: int, total: int, text: str) -> None:
@@ -124,12 +131,19 @@ def _selected_weights(run_dir: Path) -> Path:
     return best if best.is_file() else run_dir / "last.safetensors"
 
 
-def _evaluate(checkpoints: dict[str, Path], args: argparse.Namespace, results: Path) -> None:
-    from pmgaft.evaluation import PROTOCOLS, GridConfig, model_specs, run_grid
+def _protocol(args: argparse.Namespace):
+    """The table's protocol, scaled down: the three sets, clean and PGD at the quickstart's eps."""
+    from pmgaft.evaluation import PROTOCOLS
 
-    protocol = replace(PROTOCOLS[PROTOCOL], datasets=EVAL_SETS, attacks=("none", "pgd"), eps=(args.eps,),
-                       steps=(args.attack_steps,), step_size=args.eps / 4, n_samples=args.eval_samples or None,
-                       seed=args.seed)
+    return replace(PROTOCOLS[PROTOCOL], datasets=EVAL_SETS, attacks=("none", "pgd"), eps=(args.eps,),
+                   steps=(args.attack_steps,), step_size=args.eps / 4, n_samples=args.eval_samples or None,
+                   seed=args.seed)
+
+
+def _evaluate(checkpoints: dict[str, Path], args: argparse.Namespace, results: Path) -> None:
+    from pmgaft.evaluation import GridConfig, model_specs, run_grid
+
+    protocol = _protocol(args)
     specs = model_specs(None, None, [f"{label}={path}" for label, path in checkpoints.items()])
     cfg = GridConfig(protocol, out=results, data_root=args.data_root, batch_size=256, device="cpu",
                      skip_existing=True, progress=not args.no_progress)
@@ -142,13 +156,29 @@ def _evaluate(checkpoints: dict[str, Path], args: argparse.Namespace, results: P
                           f"results so far are in {results}")
 
 
+def _defend(checkpoints: dict[str, Path], defence, args: argparse.Namespace, total: int) -> None:
+    from pmgaft.evaluation.report import write_report
+    from pmgaft.quickstart.defence import defence_sentence, evaluate_defence, print_defence_table
+
+    _step(total, total, f"Attack the three models under {defence.name}: ignoring it (non-adaptive) and through it "
+                        f"(adaptive), {args.defence_samples or 'all'} test images per set")
+    results = args.out / f"results-{defence.name}"
+    evaluate_defence(checkpoints, defence, args, _protocol(args), results)
+    report_dir = args.out / f"report-{defence.name}"
+    write_report(results, report_dir, ("md", "csv"))
+    rows = print_defence_table(results, labels=list(checkpoints), eps=args.eps, defence=defence,
+                               fine_tune_set=FINE_TUNE_SET)
+    print("\n" + defence_sentence(rows, defence=defence.name))
+    print(f"\nFiles: results JSON in {results}/, per-dataset table in {report_dir}/report.md")
+
+
 def _check(args: argparse.Namespace) -> None:
     if not 0 < args.eps <= 255:
         raise PmgaftError(f"--eps is in 1/255 units and must be in (0, 255], got {args.eps}")
     for flag in ("pretrain_steps", "batch_size", "epochs"):  # checked before minutes of pre-training
         if getattr(args, flag) < 1:
             raise PmgaftError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    for flag in ("max_steps", "eval_samples", "attack_steps"):
+    for flag in ("max_steps", "eval_samples", "attack_steps", "defence_samples"):
         if getattr(args, flag) < 0:
             raise PmgaftError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     if not 0 < args.lr < float("inf"):
@@ -157,11 +187,13 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pmgaft.evaluation.report import write_report
+    from pmgaft.quickstart.defence import quickstart_defence
 
     _check(args)
+    defence = quickstart_defence(args)  # bad --ttc-* settings fail here, before minutes of pre-training
     started = time.time()
     _ensure_fashion_mnist(args.data_root)
-    total = 5
+    total = 5 if defence is None else 6
     _step(1, total, "Pre-train a tiny CLIP on real images (the stand-in for OpenAI's CLIP)")
     original = _pretrained(args)
 
@@ -182,5 +214,7 @@ def run(args: argparse.Namespace) -> int:
     table = print_table(results, labels=list(checkpoints), eps=args.eps, fine_tune_set=FINE_TUNE_SET)
     print("\n" + summary_sentence(table, eps=args.eps, fine_tune_set=FINE_TUNE_SET))
     print(f"\nFiles: results JSON in {results}/, report in {report_dir}/report.md, plots {report_dir}/*.png")
+    if defence is not None:
+        _defend(checkpoints, defence, args, total)
     print(f"Quickstart finished in {time.time() - started:.0f} s.")
     return 0

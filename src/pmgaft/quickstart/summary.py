@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pmgaft.evaluation.results import load_results
+from pmgaft.evaluation.results import defence_id, load_results
 
 NAMES = {"original": "original", "tecoa": "TeCoA", "pmg_aft": "PMG-AFT"}
 
@@ -24,7 +24,8 @@ def load_table(results: Path, labels: list[str], eps: float) -> QuickTable:
     cells: dict[tuple[str, str], tuple[float, float]] = {}
     datasets: list[str] = []
     for card in load_results(results):
-        if "error" in card or card["attack"]["name"] != "pgd" or abs(card["attack"]["eps_255"] - eps) > 1e-9:
+        if ("error" in card or card["attack"]["name"] != "pgd" or abs(card["attack"]["eps_255"] - eps) > 1e-9
+                or defence_id(card)):
             continue
         label, dataset = card["model"]["label"], card["dataset"]["name"]
         if label in labels:
