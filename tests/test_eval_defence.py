@@ -12,7 +12,7 @@ from eval_fixtures import cards, micro_checkpoint, without_run
 from pmgaft.cli import main
 from pmgaft.evaluation import PROTOCOLS
 from pmgaft.evaluation.checks import find_suspicious
-from pmgaft.evaluation.defended import DefenceConfig, reference_weights
+from pmgaft.evaluation.defended import DefenceConfig, reference_spec, reference_weights
 from pmgaft.evaluation.models import model_specs
 
 GRID = ["--model", "pmgaft-micro", "--datasets", "digits", "--attacks", "none", "pgd", "cw", "--eps", "4",
@@ -102,6 +102,43 @@ def test_resume_reuses_the_defended_cells(runs, tmp_path, monkeypatch):
     assert again == {p: without_run(c) for p, c in cards(reference).items()}
 
 
+def test_another_eot_budget_recomputes_only_the_adaptive_cells(runs, tmp_path, capsys):
+    """--eot-samples is a setting of the adaptive attacks: the clean and non-adaptive defended cells are reused."""
+    import shutil
+
+    _, reference = runs
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    capsys.readouterr()
+    assert main(["eval", *GRID, "--out", str(out), "--defence", "ttc", "--eot-samples", "1", "--skip-existing"]) == 0
+    printed = capsys.readouterr().out
+    reused = {stem for stem in STEMS + DEFENDED if f"/ {stem} (finished" in printed}
+    assert reused == set(STEMS) | {"none_eps0_ttc", "pgd2_eps4_ttc", "cw2_eps4_ttc"}
+
+
+@pytest.mark.parametrize("where", ["References.get", "reference_encoder"])
+def test_a_defence_that_cannot_be_set_up_fails_only_the_defended_cells(tmp_path, monkeypatch, where):
+    """The tau reference (loaded per model) or the defended shard (per dataset) failing: error cards for the
+    defended cells, while the undefended cells of the same model and dataset run."""
+    from pmgaft.evaluation import defended, grid
+
+    def broken(*a, **k):
+        raise RuntimeError("no reference tower today")
+
+    monkeypatch.setattr(*((defended.References, "get") if where == "References.get" else (grid, where)), broken)
+    base = micro_checkpoint(tmp_path / "base.safetensors", seed=2, pmgaft_method="none")
+    tuned = micro_checkpoint(tmp_path / "tuned.safetensors", seed=3, pmgaft_method="tecoa", pmgaft_pretrained=str(base))
+    out = tmp_path / "results"
+    assert main(["eval", "--checkpoint", f"tuned={tuned}", "--datasets", "digits", "--attacks", "pgd", "--eps", "2",
+                 "--steps", "1", "--n-samples", "6", "--out", str(out), "--no-progress", "--defence", "ttc",
+                 "--eot-samples", "1"]) == 1
+    found = cards(out)
+    assert {p for p, c in found.items() if "error" not in c} == {"tuned/digits/pgd1_eps2.json"}
+    failed = {p: c for p, c in found.items() if "error" in c}
+    assert len(failed) == 3 and all("no reference tower today" in c["error"] and c["stage"] == "defence"
+                                    for c in failed.values())
+
+
 def test_defended_cw_cells_use_the_protocols_capped_margin(tmp_path, monkeypatch):
     """--cw-kappa (the agft/ttc protocols' cap) binds the margin of the defended cells' attacks too."""
     from pmgaft.evaluation import defended as defended_module
@@ -121,6 +158,32 @@ def test_defended_cw_cells_use_the_protocols_capped_margin(tmp_path, monkeypatch
     found = cards(out)
     for stem in ("cw1_eps2", "cw1_eps2_random-noise", "cw1_eps2_random-noise-adaptive"):
         assert found[f"pmgaft-micro/digits/{stem}.json"]["attack"]["kappa"] == 0.5
+
+
+def test_the_tau_reference_of_fine_tuned_hub_models(tmp_path):
+    """A hub folder whose weights record a fine-tuning (an export of a pmgaft run; the catalogue's robust models)
+    takes tau from the weights it started from, built as the architecture it was fine-tuned from; a hub model
+    that records no fine-tuning is its own reference, and the card's source says how to change that."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from hub_fixtures import hub_folder
+    from pmgaft.models import model_config
+
+    base = micro_checkpoint(tmp_path / "base.safetensors", seed=2, pmgaft_method="none")
+    tuned = micro_checkpoint(tmp_path / "tuned.safetensors", seed=3, pmgaft_method="tecoa",
+                             pmgaft_pretrained=str(base))
+    folder = hub_folder(tmp_path / "hub", None, model_config("pmgaft-micro"))
+    shutil.copyfile(tuned, folder / "open_clip_model.safetensors")
+    plain = hub_folder(tmp_path / "plain", load_file(str(base)), model_config("pmgaft-micro"))
+    ttc = DefenceConfig.build("ttc")
+    (hub,) = model_specs(f"local-dir:{folder}", None, [])
+    (own,) = model_specs(f"local-dir:{plain}", None, [])
+    assert reference_weights(hub, ttc) == (str(base), "recorded in the checkpoint (its starting weights)")
+    assert reference_spec(hub, ttc).arch == "pmgaft-micro"
+    weights, source = reference_weights(own, ttc)
+    assert weights is None and "--ttc-reference" in source
 
 
 def test_the_reference_tower_preprocesses_as_the_classifier():

@@ -124,3 +124,29 @@ def test_the_defence_sentence_is_computed_from_the_numbers():
     held = defence_sentence({"original": [90.0, 20.0, 85.0, 40.0, 35.0]}, defence="ttc")
     assert "keeps 35.0%, 5.0 of the 20.0 points gained are gone, so the defence holds" in held
     assert "does not lift" in defence_sentence({"original": [90.0, 20.0, 85.0, 15.0, 10.0]}, defence="ttc")
+
+
+def test_the_defence_table_takes_each_column_from_its_own_cards(tmp_path):
+    """From cards on disk to the quickstart's five columns: each number lands under its own header."""
+    from pmgaft.evaluation.results import SCHEMA
+    from pmgaft.quickstart.defence import COLUMNS, average_rows
+    from pmgaft.utils import atomic_write_json
+
+    def card(dataset, attack, clean, robust, defence=None, adaptive=False):
+        c = {"schema": SCHEMA, "model": {"label": "original"}, "dataset": {"name": dataset},
+             "attack": {"name": attack, "id": "none" if attack == "none" else "pgd10", "eps_255": 0 if attack ==
+                        "none" else 8, "adaptive": adaptive}, "clean_accuracy": clean, "robust_accuracy": robust}
+        if defence:
+            c["defence"] = {"name": defence}
+        stem = f"{c['attack']['id']}_{defence or ''}{'-adaptive' if adaptive else ''}"
+        atomic_write_json(tmp_path / "original" / dataset / f"{stem}.json", c)
+
+    for dataset, shift in (("mnist", 0.0), ("digits", 0.1), ("fashion_mnist", 0.5)):  # the last: fine-tuning set
+        card(dataset, "none", 0.9 + shift / 10, 0.9 + shift / 10)
+        card(dataset, "pgd", 0.9 + shift / 10, 0.2 + shift)
+        card(dataset, "pgd", 0.3 + shift, 0.5 + shift, defence="ttc")
+        card(dataset, "pgd", 0.3 + shift, 0.1 + shift, defence="ttc", adaptive=True)
+    rows = average_rows(tmp_path, ["original"], "fashion_mnist")["original"]
+    expected = {"clean": 90.5, "robust": 25.0, "clean (defence)": 35.0, "robust, non-adaptive": 55.0,
+                "robust, adaptive": 15.0}
+    assert {title: round(v, 6) for (title, _), v in zip(COLUMNS, rows)} == expected

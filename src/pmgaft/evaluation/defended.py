@@ -36,7 +36,7 @@ from pmgaft.evaluation.engine import Autocast, Shard, _gathered, scoring_for
 from pmgaft.evaluation.models import ModelSpec, _is_file
 from pmgaft.evaluation.protocols import Protocol
 from pmgaft.evaluation.results import Cell
-from pmgaft.models import ZeroShotClassifier
+from pmgaft.models import ZeroShotClassifier, hub_base_arch
 from pmgaft.utils import lookup
 
 TRANSFER = "the non-adaptive attack's output (an attacker who knows the defence may also ignore it)"
@@ -93,8 +93,12 @@ def reference_weights(spec: ModelSpec, config: DefenceConfig) -> tuple[str | Non
     """(weights of the original image tower to load, or None for the model itself; where the choice came from)."""
     if not config.spec.uses_reference(config.settings):
         return None, "not used (the defence has no tau gate with these settings)"
-    if not spec.is_checkpoint or spec.method()["method"] in UNMODIFIED:
+    method = spec.method()["method"]
+    if method in UNMODIFIED:
         return None, "the model itself (unmodified weights)"
+    if spec.hub is not None and method == "unknown":
+        return None, ("the model itself (the hub model records no fine-tuning; if it is a fine-tune, pass its base "
+                      "weights with --ttc-reference TAG|PATH)")
     if config.reference:
         return config.reference, "--ttc-reference"
     if spec.text_pretrained:
@@ -112,7 +116,20 @@ def _loadable(spec: ModelSpec, weights: str) -> bool:
         return Path(weights).expanduser().is_file()
     import open_clip
 
-    return weights in open_clip.list_pretrained_tags_by_model(spec.arch)
+    return weights in open_clip.list_pretrained_tags_by_model(_base_arch(spec))
+
+
+def _base_arch(spec: ModelSpec) -> str:
+    """The architecture the reference tower is built as: the model's own, or for a hub model the open_clip
+    architecture it was fine-tuned from."""
+    if spec.hub is None:
+        return spec.arch
+    arch = hub_base_arch(spec.hub)
+    if arch is None:
+        raise PmgaftError(f"{spec.label}: tau needs the original CLIP image tower of this fine-tuned hub model, and "
+                          f"neither the catalogue nor its weights name the architecture it was fine-tuned from: "
+                          f"evaluate it with --checkpoint {spec.name} --model ARCH --ttc-reference TAG|PATH.")
+    return arch
 
 
 def reference_spec(spec: ModelSpec, config: DefenceConfig) -> ModelSpec | None:
@@ -120,7 +137,7 @@ def reference_spec(spec: ModelSpec, config: DefenceConfig) -> ModelSpec | None:
     weights, _ = reference_weights(spec, config)
     if weights is None:
         return None
-    return ModelSpec(f"{spec.label}-tau-reference", spec.arch, weights, is_checkpoint=_is_file(weights),
+    return ModelSpec(f"{spec.label}-tau-reference", _base_arch(spec), weights, is_checkpoint=_is_file(weights),
                      trust_checkpoint=spec.trust_checkpoint)
 
 

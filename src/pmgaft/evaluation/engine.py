@@ -39,7 +39,7 @@ class Autocast(nn.Module):
 
     def image_features(self, x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         """The wrapped classifier's image embedding under the same autocast (test-time defences use it)."""
-        with torch.autocast("cuda", dtype=self.dtype):
+        with torch.autocast(x.device.type, dtype=self.dtype):
             return self.model.image_features(x, normalize=normalize).float()
 
 

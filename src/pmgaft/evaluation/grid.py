@@ -135,8 +135,10 @@ def _cell_key(cfg: GridConfig, spec: ModelSpec, setup: dict[str, Any], cell: Cel
         key.update(resize_antialias=True)
     if source.startswith(HUB_PREFIX):  # other cells keep the fingerprints they had before hub copies existed
         key.update(source=source, benchmark_splits=p.benchmark_splits, revision=revision)
-    if cell.defence:
-        key.update(defence=defence, adaptive=cell.adaptive)
+    if cell.defence:  # the adaptive attacks' settings and draws matter to the adaptive cells only
+        mine = defence if cell.adaptive or defence is None else {k: v for k, v in defence.items()
+                                                                   if k not in ("eot_samples", "adaptive")}
+        key.update(defence=mine, adaptive=cell.adaptive)
     return key
 
 
@@ -295,8 +297,6 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
     loaded, reference, err = None, None, None
     try:
         loaded = spec.load(device=str(device), seed=cfg.protocol.seed)
-        if cfg.defence is not None and any(c.defence for c in todo):
-            reference = references.get(spec, cfg.defence, loaded.weights_hash, str(device), cfg.protocol.seed)
     except Exception as e:  # noqa: BLE001  (any load failure is this model's cells' error)
         err = e
     err = _agree(ranks, err)
@@ -304,6 +304,15 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
         return cards + writer.errors(todo, model_info, fps, "model", err, t0)
     model_info.update(weights_hash=loaded.weights_hash, quick_gelu=loaded.quick_gelu,
                       activation_source=loaded.activation_source, weights_finite=all_finite(loaded.model))
+    if cfg.defence is not None and any(c.defence for c in todo):
+        try:
+            reference = references.get(spec, cfg.defence, loaded.weights_hash, str(device), cfg.protocol.seed)
+        except Exception as e:  # noqa: BLE001  (the defended cells' error; the undefended ones still run)
+            err = e
+        err = _agree(ranks, err)
+        if err is not None:
+            cards += writer.errors([c for c in todo if c.defence], model_info, fps, "defence", err, t0)
+            todo = [c for c in todo if not c.defence]
     for dataset in cfg.protocol.datasets:
         mine = [c for c in todo if c.dataset == dataset]
         if not mine:
@@ -409,8 +418,17 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
     if err is not None:
         bar.close()
         return writer.errors(todo, model_info, fps, "dataset", err, t0)
-    cards = []
-    defended = _defended(prep, reference, todo, cfg, ranks) if any(c.defence for c in todo) else None
+    cards: list[dict[str, Any]] = []
+    defended = None
+    if any(c.defence for c in todo):
+        try:
+            defended = _defended(prep, reference, todo, cfg, ranks)
+        except Exception as e:  # noqa: BLE001  (the defended cells' error; the undefended ones still run)
+            err = e
+        err = _agree(ranks, err)
+        if err is not None:
+            cards += writer.errors([c for c in todo if c.defence], model_info, fps, "defence", err, t0)
+            todo = [c for c in todo if not c.defence]
     for cell in todo:
         t1 = time.time()
         result, err = None, None

@@ -120,6 +120,17 @@ def hub_record(hub: HubModel) -> ModelRecord:
                        pretrained=record.pretrained or (entry and entry.init))
 
 
+def hub_base_arch(hub: HubModel) -> str | None:
+    """The open_clip architecture a hub model was fine-tuned from (its catalogue entry, or the pmgaft metadata of
+    an exported run); None when neither says (a hub config does not name its architecture)."""
+    entry = find_entry(hub.name) if hub.name.startswith(HF_HUB) else None
+    if entry is not None:
+        return entry.architecture
+    meta = read_metadata(hub.weights) if hub.weights is not None and hub.weights.suffix == ".safetensors" else {}
+    arch = model_record(meta).arch
+    return arch if arch and hub_name(arch) is None else None
+
+
 # --- finding the files -------------------------------------------------------------------------------------
 
 def resolve_hub(name: str, *, weights: bool = True) -> HubModel:

@@ -114,7 +114,8 @@ def _fine_tune(method: str, pretrained: Path, args: argparse.Namespace) -> Path:
     from pmgaft.training import resolve_config, train
 
     settings = fine_tune_config(method, pretrained, args)
-    run_dir = args.out / "train" / f"{method}-{json_fingerprint([settings, pretrained.name], 10)}"
+    same_weights = {k: v for k, v in settings.items() if k != "memory"}  # how, not what: caches stay valid
+    run_dir = args.out / "train" / f"{method}-{json_fingerprint([same_weights, pretrained.name], 10)}"
     if (run_dir / "summary.json").is_file():
         print(f"  cached: {run_dir}")
         return _selected_weights(run_dir)

@@ -23,7 +23,9 @@ from pmgaft.evaluation.protocols import Protocol
 from pmgaft.evaluation.results import load_results
 from pmgaft.quickstart.summary import NAMES
 
-COLUMNS = ("clean", "robust", "clean (defence)", "robust, non-adaptive", "robust, adaptive")
+# (header, DefenceRow field): the undefended pair first, then the defended numbers
+COLUMNS = (("clean", "clean"), ("robust", "robust"), ("clean (defence)", "clean_defended"),
+           ("robust, non-adaptive", "robust_non_adaptive"), ("robust, adaptive", "robust_adaptive"))
 
 
 def quickstart_defence(args: argparse.Namespace) -> DefenceConfig | None:
@@ -64,7 +66,7 @@ def average_rows(results: Path, labels: list[str], fine_tune_set: str) -> dict[s
     rows: list[DefenceRow] = [r for t in tables for r in t.rows if r.dataset != fine_tune_set]
     out = {}
     for label in labels:
-        mine = [r.values() for r in rows if r.model == label]
+        mine = [[getattr(r, name) for _, name in COLUMNS] for r in rows if r.model == label]
         out[label] = [None if not mine or any(v[i] is None for v in mine) else
                       100 * sum(v[i] for v in mine) / len(mine) for i in range(len(COLUMNS))]
     return out
@@ -77,7 +79,7 @@ def print_defence_table(results: Path, *, labels: list[str], eps: float, defence
                          for k, v in defence.settings.items())
     print(f"\nHeld-out sets (average), PGD at eps {eps:g}/255, accuracy (%), without and under {defence.name} "
           f"({settings}; adaptive: EOT over {defence.eot_samples} draws):\n")
-    header = ["model", *COLUMNS]
+    header = ["model", *(title for title, _ in COLUMNS)]
     body = [[NAMES.get(label, label), *("-" if v is None else f"{v:.1f}" for v in rows[label])] for label in labels]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     for r in [header, ["-" * w for w in widths], *body]:
