@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pmgaft.bench import gpu_check
+from pmgaft.bench import gpu_check, gpu_check_cli
 from pmgaft.bench.gpu_check import GpuCheckConfig, check_precision
 from pmgaft.bench.harness import build_harness
 from pmgaft.cli import main
@@ -35,6 +35,33 @@ def test_bad_flags_fail_before_any_work(argv, message, monkeypatch, capsys):
     assert main(["gpu-check", *argv]) == 2
     assert message in capsys.readouterr().err
 
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the checks ran")
+
+
+def test_an_unwritable_json_folder_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(gpu_check_cli, "run_gpu_check", _no_work)
+    (tmp_path / "a-file").write_text("")
+    assert main(["gpu-check", *MICRO, "--json", str(tmp_path / "a-file" / "g.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--json folder" in err and "choose another with --json" in err and err.count("\n") == 1
+
+
+def test_more_torchrun_processes_than_gpus_is_refused_before_any_work(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(gpu_check_cli, "run_gpu_check", _no_work)
+    out = tmp_path / "g.json"
+    for device in ("auto", "cuda:0"):
+        assert main(["gpu-check", "--device", device, "--nproc", "3", "--json", str(out)]) == 2
+        assert "--nproc 3 asks for one GPU per torchrun process, but this machine has 2" in capsys.readouterr().err
+    monkeypatch.setattr(gpu_check_cli, "run_gpu_check", lambda config, echo: {"rows": [], "ok": True})
+    assert main(["gpu-check", "--device", "cuda:0", "--nproc", "2", "--json", str(out)]) == 0  # as many: runs
+    assert main(["gpu-check", "--device", "cuda:0", "--nproc", "3", "--only", "precision", "--json", str(out)]) == 0
+    assert not list(tmp_path.glob(".pmgaft-write-test-*"))
 
 def test_a_low_precision_step_that_disagrees_fails_the_check(monkeypatch):
     harness = build_harness("pmgaft-micro", classes=10, device=torch.device("cpu"))

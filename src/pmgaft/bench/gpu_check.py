@@ -282,12 +282,17 @@ CHECKS: dict[str, Callable[[GpuCheckConfig, Harness], list[Row]]] = {
 
 
 def check_config(config: GpuCheckConfig) -> None:
-    """Bad settings: a PmgaftError naming them, before any work."""
+    """Bad settings: a PmgaftError naming them, before any work (``--nproc`` against the GPUs once the device is
+    cuda, not ``auto``)."""
     for name in config.checks:
         lookup(CHECKS, name, "check")
     if config.check_batch < 2 or config.batch_size < 1 or config.nproc < 1 or config.classes < 2:
         raise PmgaftError(f"--check-batch and --classes must be >= 2, --batch-size and --nproc >= 1; got "
                           f"{config.check_batch}, {config.classes}, {config.batch_size}, {config.nproc}.")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if config.device.split(":")[0] == "cuda" and "torchrun" in (config.checks or CHECKS) and 0 < gpus < config.nproc:
+        raise PmgaftError(f"--nproc {config.nproc} asks for one GPU per torchrun process, but this machine has "
+                          f"{gpus}; give --nproc {gpus} or less.")
 
 
 def run_gpu_check(config: GpuCheckConfig, *, echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
