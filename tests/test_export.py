@@ -148,6 +148,32 @@ def test_the_card_reports_only_cards_of_the_same_tensors_and_activation(run, tmp
     assert {r.attack for r in measured(results, weights_hash="f" * 16, sha256=model["sha256"])} == set()
 
 
+
+def test_cards_under_a_test_time_defence_are_not_the_models_numbers(run, tmp_path):
+    """``pmgaft eval --defence ttc`` writes cards of the same weights, dataset, attack and eps, later: they measured
+    the weights plus a defence, so neither robustness.json nor the card's table reports them."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(run[1], results)
+    for name, card in cards(results).items():
+        path = results / name
+        for adaptive in (False, True):
+            suffix = "ttc-adaptive" if adaptive else "ttc"
+            (path.parent / f"{path.stem}_{suffix}.json").write_text(json.dumps({
+                **card, "attack": {**card["attack"], "adaptive": adaptive}, "defence": {"name": "ttc"},
+                "clean_accuracy": 0.0123, "robust_accuracy": 0.0123, "run": {"timestamp": "9999"}}))
+    out = tmp_path / "export"
+    assert main(["export", str(run[0]), "--out", str(out), "--results", str(results)]) == 0
+    found = {k.split("/", 1)[1]: c for k, c in cards(run[1]).items()}
+    pgd, aa = found["digits/pgd2_eps1.json"], found["digits/autoattack_eps32.json"]
+    entries = {e["attack"]: e for e in json.loads((out / "robustness.json").read_text())["entries"]}
+    assert entries["pgd2"]["robust_acc"] == round(100 * pgd["robust_accuracy"], 2) != 1.23
+    assert entries["autoattack"]["autoattack_acc"] == round(100 * aa["robust_accuracy"], 2) != 1.23
+    assert all(e["clean_acc"] != 1.23 for e in entries.values())
+    body = (out / "README.md").read_text()
+    assert "1.23" not in body and f"| {100 * pgd['robust_accuracy']:.2f} |" in body
+
 def test_released_layout_exports_with_quick_gelu_and_the_base_text_tower(tmp_path):
     """A TeCoA-lineage release (image tower of OpenAI CLIP) becomes a full open_clip model with QuickGELU."""
     import open_clip

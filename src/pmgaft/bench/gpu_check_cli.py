@@ -13,6 +13,7 @@ import torch
 
 from pmgaft.bench.gpu_check import CHECKS, GpuCheckConfig, check_config, format_rows, run_gpu_check
 from pmgaft.errors import PmgaftError
+from pmgaft.evaluation.preflight import check_writable
 from pmgaft.utils import atomic_write_json, resolve_device
 
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile-backend", default=d.compile_backend,
                         help=f"torch.compile backend of the compile check (default: {d.compile_backend})")
     parser.add_argument("--nproc", type=int, default=d.nproc,
-                        help=f"torchrun processes of the smoke run, one GPU each (default: {d.nproc})")
+                        help=f"torchrun processes of the smoke run, one GPU each: at most the GPUs here (default: "
+                             f"{d.nproc})")
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), metavar="CHECK",
                         help=f"run only these checks: {', '.join(CHECKS)} (default: all)")
     parser.add_argument("--json", type=Path, default=Path("gpu-check.json"), metavar="PATH",
@@ -51,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    doc = run_gpu_check(replace(config, device=str(device)), echo=lambda line: print(line, flush=True))
+    config = replace(config, device=str(device))
+    check_config(config)  # --nproc against this machine's GPUs
+    problem = check_writable(args.json.resolve().parent, what="--json folder", flag="--json")
+    if problem:  # refused before minutes of checks, not at the end
+        raise PmgaftError(f"{problem}.")
+    doc = run_gpu_check(config, echo=lambda line: print(line, flush=True))
     print(format_rows(doc["rows"]))
     atomic_write_json(args.json, doc)
     print(f"pmgaft gpu-check: {'all checks agree' if doc['ok'] else 'SOME CHECKS FAILED'}; wrote {args.json}")

@@ -26,8 +26,9 @@ from pmgaft.models.files import probe_weights
 from pmgaft.utils import did_you_mean
 
 
-def check_writable(folder: Path) -> str | None:
-    """None when files can be created in ``folder`` (created if needed), else what is wrong."""
+def check_writable(folder: Path, *, what: str = "results folder", flag: str = "--out") -> str | None:
+    """None when files can be created in ``folder`` (created if needed), else what is wrong (``what``: the folder
+    in words, ``flag``: the option that chooses another)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".pmgaft-write-test-")
@@ -35,7 +36,7 @@ def check_writable(folder: Path) -> str | None:
         os.unlink(probe)
         return None
     except OSError as err:
-        return f"results folder {str(folder)!r} is not writable ({err.strerror or err}): choose another with --out"
+        return f"{what} {str(folder)!r} is not writable ({err.strerror or err}): choose another with {flag}"
 
 
 def dataset_problems(protocol: Protocol, data_root: Path, download: bool,

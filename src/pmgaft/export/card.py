@@ -115,9 +115,9 @@ def _evaluation(rows: list[Measured], entries: list[dict[str, Any]], results: Pa
         where = f" in `{results}`" if results is not None else ""
         return (f"## Evaluation\n\nNo pmgaft evaluation results were found for these weights{where}: evaluate "
                 f"them (`pmgaft eval --checkpoint ...`) and export again.\n")
-    out = ["## Evaluation\n\nZero-shot accuracy (%) measured by pmgaft, clean and under attack (eps: L-inf radius); "
-           "`robustness.json` holds the same numbers in RobustBench's field names (`reported: false`: measured, not "
-           "claimed).\n"]
+    out = ["## Evaluation\n\nZero-shot accuracy (%) of these weights (no test-time defence) measured by pmgaft, clean "
+           "and under attack (eps: L-inf radius); `robustness.json` holds the same numbers in RobustBench's field "
+           "names (`reported: false`: measured, not claimed).\n"]
     for protocol in dict.fromkeys(r.protocol for r in rows):
         mine = [r for r in rows if r.protocol == protocol]
         lines = [f"### Protocol `{protocol}`\n", "| dataset | split | n | attack | eps | scoring | clean | robust |",

@@ -2,8 +2,9 @@
 
 :func:`measured` picks the cards of a results directory whose model is the exported model: the same tensors by
 pmgaft's weights hash (the checkpoint file's sha256 only for a card that records no hash: one file can give other
-tensors, e.g. an image-tower-only file with another base text tower) and the same activation (a card of the same
-weights run with the other one measured another function) -- one row per (protocol, dataset, attack, eps), the
+tensors, e.g. an image-tower-only file with another base text tower), the same activation (a card of the same
+weights run with the other one measured another function) and no test-time defence (a ``pmgaft eval --defence``
+card measured the weights plus a defence, not the weights) -- one row per (protocol, dataset, attack, eps), the
 newest where a cell was evaluated under several labels. :func:`robustness_doc` averages them over the datasets,
 one entry per (protocol, eps, attack), with RobustBench's fields: ``clean_acc``, ``autoattack_acc`` (where
 AutoAttack ran; other attacks give ``robust_acc``), ``eps`` as ``"4/255"``, ``threat_model``, ``reported: false``
@@ -17,7 +18,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from pmgaft.evaluation.results import load_results
+from pmgaft.evaluation.results import defence_id, load_results
 
 SCHEMA = "pmgaft.robustness/1"
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
@@ -59,12 +60,13 @@ def _same_model(model: dict[str, Any], weights_hash: str, sha256: str, quick_gel
 
 def measured(results: str | Path, *, weights_hash: str, sha256: str, quick_gelu: bool | None = None
              ) -> list[Measured]:
-    """The successful cards under ``results`` of the exported model, one per cell (sorted). ``quick_gelu``: the
-    exported activation (None: any)."""
+    """The successful undefended cards under ``results`` of the exported model, one per cell (sorted).
+    ``quick_gelu``: the exported activation (None: any)."""
     rows: dict[tuple[str, str, str, float], Measured] = {}
     for card in load_results(results) if Path(results).is_dir() else []:
-        if "error" in card or not _same_model(card.get("model", {}), weights_hash, sha256, quick_gelu):
-            continue
+        if "error" in card or defence_id(card) or not _same_model(card.get("model", {}), weights_hash, sha256,
+                                                                    quick_gelu):
+            continue  # a defended card shares its undefended twin's cell (and is newer): not the weights' number
         a = card["attack"]
         row = Measured(protocol=card.get("config", {}).get("protocol", {}).get("name", "?"),
                        dataset=card["dataset"]["name"], split=card["dataset"].get("split", "?"), n=int(card["n"]),
