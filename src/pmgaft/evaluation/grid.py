@@ -305,14 +305,10 @@ def _run_model(spec: ModelSpec, cfg: GridConfig, ranks: Dist, writer: _Writer, m
     model_info.update(weights_hash=loaded.weights_hash, quick_gelu=loaded.quick_gelu,
                       activation_source=loaded.activation_source, weights_finite=all_finite(loaded.model))
     if cfg.defence is not None and any(c.defence for c in todo):
-        try:
-            reference = references.get(spec, cfg.defence, loaded.weights_hash, str(device), cfg.protocol.seed)
-        except Exception as e:  # noqa: BLE001  (the defended cells' error; the undefended ones still run)
-            err = e
-        err = _agree(ranks, err)
-        if err is not None:
-            cards += writer.errors([c for c in todo if c.defence], model_info, fps, "defence", err, t0)
-            todo = [c for c in todo if not c.defence]
+        reference, todo, failed = _set_up_defence(
+            lambda: references.get(spec, cfg.defence, loaded.weights_hash, str(device), cfg.protocol.seed),
+            todo, writer, model_info, fps, ranks, t0)
+        cards += failed
     for dataset in cfg.protocol.datasets:
         mine = [c for c in todo if c.dataset == dataset]
         if not mine:
@@ -421,14 +417,8 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
     cards: list[dict[str, Any]] = []
     defended = None
     if any(c.defence for c in todo):
-        try:
-            defended = _defended(prep, reference, todo, cfg, ranks)
-        except Exception as e:  # noqa: BLE001  (the defended cells' error; the undefended ones still run)
-            err = e
-        err = _agree(ranks, err)
-        if err is not None:
-            cards += writer.errors([c for c in todo if c.defence], model_info, fps, "defence", err, t0)
-            todo = [c for c in todo if not c.defence]
+        defended, todo, cards = _set_up_defence(lambda: _defended(prep, reference, todo, cfg, ranks), todo, writer,
+                                                model_info, fps, ranks, t0)
     for cell in todo:
         t1 = time.time()
         result, err = None, None
@@ -454,6 +444,22 @@ def _run_dataset(loaded: Any, model_info: dict[str, Any], setup: dict[str, Any],
         cards.append(writer.card(cell, card, samples))
     bar.close()
     return cards
+
+
+def _set_up_defence(build: Callable[[], Any], todo: list[Cell], writer: _Writer, model_info: dict[str, Any],
+                    fps: dict[Cell, str], ranks: Dist, t0: float) -> tuple[Any, list[Cell], list[dict[str, Any]]]:
+    """``build()`` (a set-up step of the defence) on every rank: (its result, the cells still to run, error cards).
+    When it fails on any rank, the defended cells get error cards and the undefended ones still run."""
+    result, err = None, None
+    try:
+        result = build()
+    except Exception as e:  # noqa: BLE001  (the defended cells' error)
+        err = e
+    err = _agree(ranks, err)
+    if err is None:
+        return result, todo, []
+    failed = writer.errors([c for c in todo if c.defence], model_info, fps, "defence", err, t0)
+    return None, [c for c in todo if not c.defence], failed
 
 
 def _defended(prep: _Prepared, reference: Reference | None, todo: list[Cell], cfg: GridConfig,
