@@ -96,7 +96,7 @@ _HELP = {
     "memory": "PMG-AFT only. 'lean' (default): one batch's autograd graph alive instead of two, by recomputing the "
               "clean branch in the backward, for one more forward per step (+9% of the arithmetic at 2 attack "
               "steps); 'fast': no recomputation, both graphs alive. Same gradients either way; ViT-B/32 fp32, peak of "
-              "live tensors against TeCoA's: lean 1.18x at batch 32 and 1.04x at 256 (fitted), fast 1.69x and 1.92x",
+              "live tensors against TeCoA's: lean 1.18x at batch 32 and 1.04x at 256, fast 1.69x and 1.92x (fitted)",
     "device": "auto, cpu, cuda or cuda:N",
     "max_steps": "stop after N optimizer steps; the schedule still spans all epochs (default: run them all; "
                  "'none' lifts a limit the run was started with, on --resume)",
