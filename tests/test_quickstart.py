@@ -1,6 +1,8 @@
 """A scaled-down quickstart, end to end through the same code path as `make quickstart` (fewer steps)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 
@@ -8,23 +10,26 @@ import pytest
 
 from pmgaft.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("quickstart")]  # one worker runs the module's fixture
 
 EPS = 8.0
 
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
+    """The first quickstart run, done here so that every test of the module finds it whatever their order or
+    worker: (its folder, its command line, what it printed)."""
     out = tmp_path_factory.mktemp("quickstart")
     argv = ["quickstart", "--out", str(out), "--pretrain-steps", "150", "--max-steps", "40", "--batch-size", "64",
             "--eval-samples", "200", "--attack-steps", "5", "--eps", f"{EPS:g}", "--no-progress"]
-    return out, argv
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return out, argv, printed.getvalue()
 
 
-def test_quickstart_end_to_end(quickstart_run, capsys):
-    out, argv = quickstart_run
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
+def test_quickstart_end_to_end(quickstart_run):
+    out, _, printed = quickstart_run
     assert "Zero-shot accuracy, PGD robust / clean (%)" in printed and "PMG-AFT" in printed
     assert re.search(r"PGD at eps 8/255 takes the original from .* Of the paper's three claims, \d holds? on the "
                      r"held-out sets here: \(1\) the original model collapses", printed)
@@ -63,7 +68,7 @@ def test_quickstart_end_to_end(quickstart_run, capsys):
 
 
 def test_second_run_reuses_every_step(quickstart_run, capsys):
-    out, argv = quickstart_run
+    out, argv, _ = quickstart_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -74,7 +79,7 @@ def test_second_run_reuses_every_step(quickstart_run, capsys):
 
 def test_quickstart_defence_table(quickstart_run, capsys):
     """--defence ttc: the cached models, attacked ignoring TTC and through it, in one table and one sentence."""
-    out, argv = quickstart_run
+    out, argv, _ = quickstart_run
     assert main([*argv, "--defence", "ttc", "--defence-samples", "20", "--eot-samples", "1"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("cached:") == 3
