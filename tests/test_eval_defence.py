@@ -155,6 +155,7 @@ def test_defended_cw_cells_use_the_protocols_capped_margin(tmp_path, monkeypatch
                  "--eps", "2", "--steps", "1", "--n-samples", "4", "--out", str(out), "--no-progress",
                  "--defence", "random-noise", "--eot-samples", "1"]) == 0
     assert losses and all(loss.func.__name__ == "margin" and loss.keywords == {"kappa": 0.5} for loss in losses)
+    assert len(losses) == 1  # one batch: the adaptive cell's transfer candidate reuses the non-adaptive attack
     found = cards(out)
     for stem in ("cw1_eps2", "cw1_eps2_random-noise", "cw1_eps2_random-noise-adaptive"):
         assert found[f"pmgaft-micro/digits/{stem}.json"]["attack"]["kappa"] == 0.5

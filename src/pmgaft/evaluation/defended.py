@@ -232,6 +232,9 @@ class DefendedShard:
         self.reference_info = reference_info  # for the card: which weights tau was computed with, and why
         self.model = getattr(shard.classifier, "_orig_mod", shard.classifier)  # eager: double backward, no compile
         self._clean = cached_clean  # a finished defended clean card's per-sample lists (--skip-existing)
+        # (attack, eps, steps) -> position -> the defended outcome of the non-adaptive attack's output: computed by
+        # the non-adaptive cell, reused as the adaptive cell's ``transfer`` candidate (the same deterministic image)
+        self.transfer: dict[tuple[str, float, int], dict[int, _Outcome]] = {}
 
     def predict(self, x: torch.Tensor, positions: list[int]) -> list[_Outcome]:
         """The defended prediction of each image, with the evaluation's own delta_0 draw for its position."""
@@ -299,6 +302,7 @@ def _attack(ds: DefendedShard, cell: Cell, loss: str | AttackLoss, clean: dict[s
     step_size = protocol.step_size / 255
     settings = ds.config.settings
     adaptive = ds.config.spec.adaptive_attacks(settings) if cell.adaptive else []
+    transfer = ds.transfer.setdefault((cell.attack, cell.eps, cell.steps), {})
     mine: dict[int, dict[str, _Outcome]] = {}
     for start in range(0, len(rows), s.batch_size):
         chunk = rows[start:start + s.batch_size]
@@ -312,9 +316,11 @@ def _attack(ds: DefendedShard, cell: Cell, loss: str | AttackLoss, clean: dict[s
                             start_seeds=starts, draw_seeds=stream_seeds(protocol.seed, positions, f"eot:{a.name}"))
             found[a.name] = ds.predict(x_adv, positions)
         # the attack on the undefended classifier, run to its final iterate; the defence runs on that image
-        x_adv = pgd(s.classifier, x, y, eps=cell.eps, step_size=step_size, steps=cell.steps, loss=loss,
-                    reduction=protocol.attack_reduction, sample_seeds=starts)
-        found["transfer"] = ds.predict(x_adv, positions)
+        if not all(p in transfer for p in positions):
+            x_adv = pgd(s.classifier, x, y, eps=cell.eps, step_size=step_size, steps=cell.steps, loss=loss,
+                        reduction=protocol.attack_reduction, sample_seeds=starts)
+            transfer.update(zip(positions, ds.predict(x_adv, positions)))
+        found["transfer"] = [transfer[p] for p in positions]
         for i, p in enumerate(positions):
             mine[p] = {name: outs[i] for name, outs in found.items()}
         if progress:
